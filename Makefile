@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create/reuse .venv, install, generate the demo set, serve http://localhost:8501
+#   make test   create/reuse .venv, install (with test extras and Chromium), run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint browser
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m core scan demo > /dev/null
+	$(BIN)/streamlit run app.py
+
+browser:
+	@scripts/ensure_chromium.sh
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/scan_bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .

@@ -1,0 +1,16 @@
+"""MedImage Studio: entry point. Navigation, and the sidebar every page shares."""
+
+import streamlit as st
+
+from pages.common import active_dataset_name, sidebar
+
+st.set_page_config(page_title="MedImage Studio", page_icon=":material/radiology:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+]
+
+navigation = st.navigation(PAGES)
+sidebar(active_dataset_name())
+navigation.run()

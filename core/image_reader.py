@@ -1,0 +1,207 @@
+"""The one image reader: every format the tool accepts, from a path or from uploaded bytes.
+
+`read_image` returns display/model-ready uint8 pixels (H, W, C with C = 1 or 3) plus metadata;
+`read_header` returns size facts without decoding pixels (for fast dataset scans and the pixel
+limit). Anything that cannot be read raises `ImageReadError` with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core import dicom
+from core.errors import ImageReadError
+from core.window import apply_window, robust_window
+
+DEFAULT_MAX_PIXELS = 50_000_000
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom", ".dic"}
+)
+_HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+_GRAY_MODES = {"1", "L", "LA", "La"} | _HIGH_BIT_MODES
+
+Source = str | os.PathLike | bytes
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a header says, without decoding pixels."""
+
+    width: int
+    height: int
+    channels: int
+    format: str
+    frames: int = 1
+    mode: str = ""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A decoded image.
+
+    pixels: uint8 (H, W, C), C = 1 (grayscale) or 3 (RGB); alpha is dropped, CMYK/YCbCr/palette
+        converted, EXIF orientation applied, high-bit-depth data windowed.
+    values: float32 (H, W) original intensities for high-bit-depth grayscale (DICOM after the
+        modality LUT, 16-bit PNG/TIFF) so a viewer can re-window them; None otherwise.
+    meta: format, width, height, channels, frames, frame and, for DICOM, non-identifying fields.
+    """
+
+    pixels: np.ndarray
+    values: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _open_stream(source: Source) -> tuple[BinaryIO, str]:
+    """A seekable stream and a display name; the empty-file check lives here for both kinds."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageReadError("The uploaded file is empty (0 bytes). Upload the image again.")
+        return io.BytesIO(data), "upload"
+    path = Path(source)
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise ImageReadError(f"{path.name} is a folder, not an image file.")
+        if size == 0:
+            raise ImageReadError(f"{path.name} is empty (0 bytes). Copy or export the image again.")
+        return open(path, "rb"), path.name
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path} does not exist. Check the path.") from exc
+    except PermissionError as exc:
+        raise ImageReadError(f"{path.name} cannot be opened: permission denied.") from exc
+
+
+def _is_dicom(fp: BinaryIO, name: str) -> bool:
+    head = fp.read(132)
+    fp.seek(0)
+    return dicom.looks_like_dicom(head, name)
+
+
+def _pil_open(fp: BinaryIO, name: str) -> Image.Image | None:
+    """Open lazily with Pillow; None when Pillow does not recognise the bytes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(fp)
+    except UnidentifiedImageError:
+        return None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{name} claims an image too large to open safely ({exc}).") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{name} looks like an image but its header is damaged ({exc}).") from exc
+
+
+def _not_an_image(name: str) -> ImageReadError:
+    return ImageReadError(
+        f"{name} is not an image this tool can read. Supported: JPEG, PNG, BMP, TIFF, WebP, GIF "
+        "and DICOM. If it is an image, re-save it in one of those formats."
+    )
+
+
+def _pil_channels(mode: str) -> int:
+    return 1 if mode in _GRAY_MODES or mode.startswith("I;") else 3
+
+
+def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{max_pixels / 1e6:.0f} MP limit. Downsample it first or raise the limit."
+        )
+
+
+def read_header(source: Source) -> ImageHeader:
+    """Width, height, channels, format and frame count from the header alone."""
+    fp, name = _open_stream(source)
+    with fp:
+        im = None if _is_dicom(fp, name) else _pil_open(fp, name)
+        if im is None:
+            if not (_is_dicom(fp, name) or dicom.sniff_dicom(fp)):
+                raise _not_an_image(name)
+            h = dicom.header(fp)
+            return ImageHeader(h.width, h.height, h.channels, "DICOM", h.frames, h.photometric)
+        with im:
+            width, height = im.size
+            # EXIF orientation 5-8 swaps the axes; the scan must report what read_image returns.
+            if im.format in ("JPEG", "TIFF", "WEBP", "PNG"):
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+            return ImageHeader(width, height, _pil_channels(im.mode), im.format or "?", getattr(im, "n_frames", 1), im.mode)
+
+
+def _pil_to_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalise any Pillow mode to uint8 (H, W, 1|3), plus raw values for high-bit grayscale."""
+    mode = im.mode
+    if mode in _HIGH_BIT_MODES or mode.startswith("I;"):
+        values = np.asarray(im, dtype=np.float32)
+        if values.ndim == 3:
+            values = values[..., 0]
+        center, width = robust_window(values)
+        return apply_window(values, center, width)[..., None], values
+    if mode in ("1", "L", "LA", "La"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)[..., None], None
+    if mode == "P" and im.palette is not None and im.palette.mode in ("L", "LA"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)[..., None], None
+    return np.asarray(im.convert("RGB"), dtype=np.uint8), None
+
+
+def read_image(source: Source, frame: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Read any supported image from a path or bytes.
+
+    frame: which frame of a multi-frame file (DICOM default: the middle one; GIF/TIFF: the first).
+    max_pixels: refuse images larger than this, checked from the header before any decode.
+    """
+    fp, name = _open_stream(source)
+    with fp:
+        im = None if _is_dicom(fp, name) else _pil_open(fp, name)
+        if im is None:
+            if not (_is_dicom(fp, name) or dicom.sniff_dicom(fp)):
+                raise _not_an_image(name)
+            pixels, values, meta = dicom.decode(fp, frame, max_pixels)
+            return ImageData(pixels, values, {"format": "DICOM", **meta})
+        with im:
+            width, height = im.size
+            _check_pixels(name, width, height, max_pixels)
+            frames = getattr(im, "n_frames", 1)
+            index = 0 if frame is None else frame
+            if not 0 <= index < frames:
+                raise ImageReadError(f"Frame {index} does not exist: {name} has {frames} frame(s).")
+            fmt, mode = im.format or "?", im.mode
+            try:
+                if index:
+                    im.seek(index)
+                im.load()
+                oriented = ImageOps.exif_transpose(im) or im
+                pixels, values = _pil_to_pixels(oriented)
+            except ImageReadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Pillow decoders raise many types for bad data
+                raise ImageReadError(
+                    f"{name} could not be decoded ({exc}); the file is probably truncated or damaged."
+                ) from exc
+    meta = {
+        "format": fmt,
+        "mode": mode,
+        "width": int(pixels.shape[1]),
+        "height": int(pixels.shape[0]),
+        "channels": int(pixels.shape[2]),
+        "frames": frames,
+        "frame": index,
+        "bits": 16 if values is not None else 8,
+    }
+    return ImageData(pixels, values, meta)
+
+
+def is_image_name(name: str) -> bool:
+    """True for an extension the reader accepts, or none at all (DICOM files often have none)."""
+    suffix = Path(name).suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix == ""

@@ -1,0 +1,161 @@
+"""Turn a dataset source (folder layouts, CSV) into rows of path, label, split, plus skipped files.
+
+Layouts understood:
+- class folders: ROOT/<label>/**/image
+- split folders (the Kaggle layout): ROOT/<train|val|valid|validation|test>/<label>/**/image
+- a single wrapper folder around either of those (as zips often have) is stepped into
+- CSV: columns path,label[,split]; paths relative to the CSV's folder and never outside it
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import DatasetError
+from core.image_reader import is_image_name
+
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+_IGNORED_DIRS = {"__macosx", ".ds_store", "@eadir"}
+_PATH_COLUMNS = ("path", "filepath", "file", "filename", "image", "image_path")
+_LABEL_COLUMNS = ("label", "class", "target", "diagnosis", "level")
+
+
+@dataclass
+class Listing:
+    """Rows found in a source, before any image is opened."""
+
+    rows: list[tuple[str, str, str | None]] = field(default_factory=list)  # path, label, split
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # path, reason
+    has_split: bool = False
+    root: Path | None = None
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _IGNORED_DIRS
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+    except OSError as exc:
+        raise DatasetError(f"The folder {folder} cannot be listed ({exc.strerror}).") from exc
+
+
+def _files_under(folder: Path, skipped: list[tuple[str, str]]) -> Iterator[Path]:
+    """Image files below folder (recursive); hidden, __MACOSX and non-image files go to skipped."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        hidden_dirs = [d for d in dirnames if _hidden(d)]
+        for d in hidden_dirs:
+            skipped.append((os.path.join(dirpath, d), "hidden or system folder"))
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if _hidden(name):
+                skipped.append((path, "hidden or system file"))
+            elif os.path.islink(path):
+                skipped.append((path, "symbolic link (not followed)"))
+            elif not is_image_name(name):
+                skipped.append((path, f"not an image type ({Path(name).suffix.lower()})"))
+            else:
+                yield Path(path)
+
+
+def _step_into_wrapper(root: Path) -> Path:
+    """Zips and downloads often wrap the dataset in one folder (chest_xray/chest_xray/...)."""
+    while True:
+        dirs = _visible_dirs(root)
+        has_files = any(p.is_file() and not _hidden(p.name) for p in root.iterdir())
+        if len(dirs) != 1 or has_files or dirs[0].name.lower() in SPLIT_ALIASES or not _visible_dirs(dirs[0]):
+            return root
+        root = dirs[0]
+
+
+def _class_rows(folder: Path, split: str | None, listing: Listing) -> None:
+    for path in _files_under(folder, listing.skipped):
+        rel = path.relative_to(folder)
+        if len(rel.parts) < 2:
+            listing.skipped.append((str(path), "not inside a class folder"))
+        else:
+            listing.rows.append((str(path), rel.parts[0], split))
+
+
+def list_folder(root: str | os.PathLike) -> Listing:
+    """Rows for a folder of class folders or of train/val/test folders."""
+    root = Path(os.path.abspath(Path(root).expanduser()))
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder. Give a folder of class folders, a CSV or a zip.")
+    root = _step_into_wrapper(root)
+    listing = Listing(root=root)
+    split_dirs = [d for d in _visible_dirs(root) if d.name.lower() in SPLIT_ALIASES]
+    if split_dirs:
+        listing.has_split = True
+        for d in _visible_dirs(root):
+            if d not in split_dirs:
+                listing.skipped.append((str(d), "folder beside the train/val/test folders (ignored)"))
+        for p in root.iterdir():
+            if p.is_file():
+                listing.skipped.append((str(p), "not inside a split folder"))
+        for d in split_dirs:
+            _class_rows(d, SPLIT_ALIASES[d.name.lower()], listing)
+    else:
+        _class_rows(root, None, listing)
+    return listing
+
+
+def _pick_column(columns: list[str], names: tuple[str, ...]) -> str | None:
+    lower = {c.strip().lower(): c for c in columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def list_csv(csv_path: str | os.PathLike) -> Listing:
+    """Rows from a CSV of path,label[,split]; paths must stay inside the CSV's folder."""
+    csv_path = Path(csv_path).expanduser()
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{csv_path.name} cannot be read as a CSV ({exc}).") from exc
+    path_col = _pick_column(list(frame.columns), _PATH_COLUMNS)
+    label_col = _pick_column(list(frame.columns), _LABEL_COLUMNS)
+    if path_col is None or label_col is None:
+        raise DatasetError(
+            f"{csv_path.name} needs a 'path' and a 'label' column (optional 'split'); it has: "
+            f"{', '.join(map(str, frame.columns)) or 'no columns'}."
+        )
+    split_col = _pick_column(list(frame.columns), ("split", "subset", "fold_split"))
+    base = csv_path.parent.resolve()
+    listing = Listing(has_split=split_col is not None, root=base)
+    seen: dict[str, str] = {}
+    for _, rec in frame.iterrows():
+        raw, label = rec[path_col].strip(), rec[label_col].strip()
+        if not raw:
+            listing.skipped.append(("(empty path)", "row without a path"))
+            continue
+        full = (base / raw).resolve()
+        if not full.is_relative_to(base):
+            listing.skipped.append((raw, "outside the CSV's folder (not read, for safety)"))
+        elif not label:
+            listing.skipped.append((raw, "row without a label"))
+        elif str(full) in seen:
+            reason = "duplicate row" if seen[str(full)] == label else f"listed again with another label ({label})"
+            listing.skipped.append((raw, reason))
+        elif not full.is_file():
+            listing.skipped.append((raw, "file not found"))
+        else:
+            split = None
+            if split_col is not None:
+                split = SPLIT_ALIASES.get(rec[split_col].strip().lower())
+                if split is None:
+                    listing.skipped.append((raw, f"unknown split '{rec[split_col]}' (use train, val or test)"))
+                    continue
+            seen[str(full)] = label
+            listing.rows.append((str(full), label, split))
+    return listing

@@ -1,0 +1,65 @@
+"""Split, trim and weigh a dataset table (columns path, label, split, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+
+from core.errors import DatasetError
+
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+def assign_split(table: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0) -> pd.DataFrame:
+    """Stratified, seeded train/val/test split (a copy of the table with `split` filled).
+
+    Every class keeps its share in every split, so a small class cannot vanish from validation.
+    """
+    train_f, val_f, test_f = (float(f) for f in fractions)
+    if min(train_f, val_f, test_f) < 0 or train_f <= 0 or abs(train_f + val_f + test_f - 1) > 1e-6:
+        raise DatasetError(f"Split fractions must be >= 0, train > 0, and add up to 1; got {fractions}.")
+    counts = table["label"].value_counts()
+    needed = 1 + (val_f > 0) + (test_f > 0)
+    small = counts[counts < needed * 2]
+    if len(small):
+        raise DatasetError(
+            "Too few images to split: " + ", ".join(f"{k} has {v}" for k, v in small.items())
+            + f". Each class needs at least {needed * 2} images, or give the split yourself."
+        )
+    out = table.copy()
+    index = out.index.to_numpy()
+    rest, test = (index, index[:0]) if test_f == 0 else train_test_split(
+        index, test_size=test_f, stratify=out["label"], random_state=seed
+    )
+    train, val = (rest, rest[:0]) if val_f == 0 else train_test_split(
+        rest, test_size=val_f / (train_f + val_f), stratify=out.loc[rest, "label"], random_state=seed
+    )
+    out.loc[train, "split"], out.loc[val, "split"], out.loc[test, "split"] = "train", "val", "test"
+    return out
+
+
+def trim(
+    table: pd.DataFrame, max_per_class: int | None = None, min_per_class: int | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, list[str]]:
+    """Sample each class down to max_per_class; drop classes under min_per_class.
+
+    Returns the trimmed table and the names of dropped classes (so the page can say what went).
+    """
+    counts = table["label"].value_counts()
+    dropped = sorted(counts[counts < min_per_class].index) if min_per_class else []
+    kept = table[~table["label"].isin(dropped)]
+    if max_per_class:
+        kept = pd.concat(
+            g.sample(n=min(len(g), max_per_class), random_state=seed) for _, g in kept.groupby("label", sort=False)
+        )
+    return kept.sort_index(), dropped
+
+
+def class_weights(labels: pd.Series | np.ndarray) -> dict[str, float]:
+    """Inverse-frequency weights, n_samples / (n_classes * count): the balanced loss weighting."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {str(c): float(w) for c, w in zip(classes, weights)}
