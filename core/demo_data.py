@@ -19,7 +19,7 @@ import numpy as np
 from core.atomic import write_text
 from core.paths import data_dir
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 CLASSES = ("NORMAL", "PNEUMONIA")
 IMAGES_PER_CLASS = 150
 SIZE = 256
@@ -80,9 +80,9 @@ def make_phantom(rng: np.random.Generator, pneumonia: bool, size: int = SIZE) ->
             for _ in range(rng.integers(3, 8)):
                 px = center[0] + rng.uniform(-0.7, 0.7) * axes[0]
                 py = center[1] + rng.uniform(-0.2, 0.85) * axes[1]
-                r = size * rng.uniform(0.025, 0.06)
-                _ellipse(opac, (px, py), (r * rng.uniform(0.8, 1.6), r), rng.uniform(0, 180), rng.uniform(0.15, 0.3))
-        opac = cv2.GaussianBlur(opac, (0, 0), size * 0.02) * lungs
+                r = size * rng.uniform(0.035, 0.07)
+                _ellipse(opac, (px, py), (r * rng.uniform(0.8, 1.6), r), rng.uniform(0, 180), rng.uniform(0.25, 0.45))
+        opac = cv2.GaussianBlur(opac, (0, 0), size * 0.015) * lungs
         img += opac
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.6, 1.6))
     # Geometry and exposure vary between "scanners".

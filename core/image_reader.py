@@ -29,6 +29,9 @@ _HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _GRAY_MODES = {"1", "L", "LA", "La"} | _HIGH_BIT_MODES
 
 Source = str | os.PathLike | bytes
+# Our own limit (max_pixels, checked from the header before any decode) replaces Pillow's global
+# bomb check, which would refuse even to read the header of a large image during a scan.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,6 @@ def _pil_open(fp: BinaryIO, name: str) -> Image.Image | None:
             return Image.open(fp)
     except UnidentifiedImageError:
         return None
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{name} claims an image too large to open safely ({exc}).") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{name} looks like an image but its header is damaged ({exc}).") from exc
 
@@ -119,6 +120,16 @@ def _check_pixels(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation from the header; PNG keeps EXIF after the pixels, so it is only read if seen."""
+    if im.format not in ("JPEG", "MPO", "TIFF", "WEBP") and "exif" not in im.info:
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block just means "no rotation"
+        return 1
+
+
 def read_header(source: Source) -> ImageHeader:
     """Width, height, channels, format and frame count from the header alone."""
     fp, name = _open_stream(source)
@@ -132,9 +143,8 @@ def read_header(source: Source) -> ImageHeader:
         with im:
             width, height = im.size
             # EXIF orientation 5-8 swaps the axes; the scan must report what read_image returns.
-            if im.format in ("JPEG", "TIFF", "WEBP", "PNG"):
-                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                    width, height = height, width
+            if _orientation(im) in (5, 6, 7, 8):
+                width, height = height, width
             return ImageHeader(width, height, _pil_channels(im.mode), im.format or "?", getattr(im, "n_frames", 1), im.mode)
 
 
@@ -203,5 +213,5 @@ def read_image(source: Source, frame: int | None = None, max_pixels: int = DEFAU
 
 def is_image_name(name: str) -> bool:
     """True for an extension the reader accepts, or none at all (DICOM files often have none)."""
-    suffix = Path(name).suffix.lower()
+    suffix = os.path.splitext(name)[1].lower()
     return suffix in IMAGE_EXTENSIONS or suffix == ""

@@ -93,7 +93,7 @@ def scan_files(
         if todo:
             fresh = []
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-                for i, (p, facts) in enumerate(zip(todo, pool.map(_read_one, todo, chunksize=32)), 1):
+                for i, (p, facts) in enumerate(zip(todo, pool.map(_read_one, todo, chunksize=32), strict=True), 1):
                     results[p] = facts
                     fresh.append((p, *stats[p], *facts))
                     if progress and (i % 64 == 0 or i == len(todo)):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 from core.errors import DatasetError
@@ -15,28 +14,31 @@ DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 def assign_split(table: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0) -> pd.DataFrame:
     """Stratified, seeded train/val/test split (a copy of the table with `split` filled).
 
-    Every class keeps its share in every split, so a small class cannot vanish from validation.
+    Each class is shuffled and cut by the fractions on its own, so every class keeps its share in
+    every split and even a class of three images lands in train, val and test (sklearn's
+    stratified splitter refuses such small classes).
     """
     train_f, val_f, test_f = (float(f) for f in fractions)
     if min(train_f, val_f, test_f) < 0 or train_f <= 0 or abs(train_f + val_f + test_f - 1) > 1e-6:
         raise DatasetError(f"Split fractions must be >= 0, train > 0, and add up to 1; got {fractions}.")
     counts = table["label"].value_counts()
     needed = 1 + (val_f > 0) + (test_f > 0)
-    small = counts[counts < needed * 2]
+    small = counts[counts < needed]
     if len(small):
         raise DatasetError(
             "Too few images to split: " + ", ".join(f"{k} has {v}" for k, v in small.items())
-            + f". Each class needs at least {needed * 2} images, or give the split yourself."
+            + f". Each class needs at least {needed} images, or give the split yourself."
         )
     out = table.copy()
-    index = out.index.to_numpy()
-    rest, test = (index, index[:0]) if test_f == 0 else train_test_split(
-        index, test_size=test_f, stratify=out["label"], random_state=seed
-    )
-    train, val = (rest, rest[:0]) if val_f == 0 else train_test_split(
-        rest, test_size=val_f / (train_f + val_f), stratify=out.loc[rest, "label"], random_state=seed
-    )
-    out.loc[train, "split"], out.loc[val, "split"], out.loc[test, "split"] = "train", "val", "test"
+    out["split"] = "train"
+    rng = np.random.default_rng(seed)
+    for label in sorted(counts.index, key=str):
+        index = out.index[out["label"] == label].to_numpy()
+        index = index[rng.permutation(len(index))]
+        n_test = max(int(round(len(index) * test_f)), 1 if test_f > 0 else 0)
+        n_val = max(int(round(len(index) * val_f)), 1 if val_f > 0 else 0)
+        out.loc[index[:n_test], "split"] = "test"
+        out.loc[index[n_test : n_test + n_val], "split"] = "val"
     return out
 
 
@@ -62,4 +64,4 @@ def class_weights(labels: pd.Series | np.ndarray) -> dict[str, float]:
     labels = np.asarray(labels)
     classes = np.unique(labels)
     weights = compute_class_weight("balanced", classes=classes, y=labels)
-    return {str(c): float(w) for c, w in zip(classes, weights)}
+    return {str(c): float(w) for c, w in zip(classes, weights, strict=True)}

@@ -1,0 +1,40 @@
+"""Shared fixtures: every test writes caches and generated data under a temp folder, never the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHEST_XRAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray" / "train"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("medimage")
+    for name in ("MEDIMAGE_DATA_DIR", "MEDIMAGE_CACHE_DIR", "MEDIMAGE_MODELS_DIR"):
+        os.environ[name] = str(root / name.split("_")[1].lower())
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Each test gets its own scan cache, so one test's cached facts cannot hide another's bug."""
+    monkeypatch.setenv("MEDIMAGE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def write_png(path: Path, size=(16, 12), value: int = 128, mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((size[1], size[0]), value, np.uint8)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+def make_class_folders(root: Path, counts: dict[str, int], size=(16, 12)) -> Path:
+    for label, n in counts.items():
+        for i in range(n):
+            write_png(root / label / f"{label}_{i}.png", size=size, value=(i * 7) % 255)
+    return root

@@ -1,0 +1,50 @@
+"""`python -m core read|scan`: exit codes and JSON output, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom.data
+
+from tests.conftest import make_class_folders
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+
+
+def test_read_dicom_json() -> None:
+    result = _run("read", pydicom.data.get_testdata_file("CT_small.dcm"), "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["format"] == "DICOM" and facts["width"] == 128 and facts["modality"] == "CT"
+    assert "PatientName" not in result.stdout and "CompressedSamples" not in result.stdout
+
+
+def test_read_bad_file_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    result = _run("read", str(bad))
+    assert result.returncode == 2 and "not an image" in result.stderr
+    result = _run("read", str(bad), "--json")
+    assert result.returncode == 2 and "not an image" in json.loads(result.stdout)["error"]
+
+
+def test_scan_json(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "ds", {"a": 5, "b": 7})
+    (tmp_path / "ds" / "a" / "x.txt").write_text("x")
+    result = _run("scan", str(tmp_path / "ds"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["classes"] == ["a", "b"] and summary["images"] == 12
+    assert summary["counts"]["b"]["total"] == 7 and summary["counts"]["total"]["total"] == 12
+    assert summary["sizes"]["width"]["mean"] == 16 and summary["skipped"] == {"not an image type (.txt)": 1}
+    human = _run("scan", str(tmp_path / "ds"))
+    assert human.returncode == 0 and "classes: ['a', 'b']" in human.stdout
+    assert _run("scan", str(tmp_path / "nothing")).returncode == 2

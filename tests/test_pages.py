@@ -1,0 +1,73 @@
+"""Pages under streamlit.testing AppTest: they render, show the demo set, and turn bad input into messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [str(m.value) for m in at.metric]
+    return "\n".join(parts)
+
+
+def test_home_shows_demo_classes_and_device() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    text = _text(at)
+    assert "**NORMAL** (150)" in text and "**PNEUMONIA** (150)" in text
+    assert "TensorFlow" in text and ("CPU" in text or "GPU" in text)
+
+
+def test_dataset_page_bad_folder_shows_message_not_traceback(tmp_path: Path) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/dataset.py").run()
+    assert not at.exception
+    at.radio[0].set_value("Folder").run()
+    at.text_input[0].input(str(tmp_path / "does-not-exist")).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
+    assert "demo set" in at.subheader[0].value  # the previous dataset stays active
+
+
+def test_dataset_page_opens_a_folder(tmp_path: Path) -> None:
+    from tests.conftest import make_class_folders
+
+    root = make_class_folders(tmp_path / "ds", {"left": 6, "right": 9})
+    (root / "left" / "junk.txt").write_text("x")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/dataset.py").run()
+    at.radio[0].set_value("Folder").run()
+    at.text_input[0].input(str(root)).run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert str(root) in at.subheader[0].value
+    assert "15 images · 2 classes" in _text(at)
+
+
+def test_server_config_is_safe_by_default() -> None:
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "localhost"
+    assert config["server"]["enableXsrfProtection"] is True
+    assert 0 < config["server"]["maxUploadSize"] <= 500
+    assert config["client"]["showErrorDetails"] == "none"
+    # And Streamlit itself reads them as the effective settings.
+    shown = subprocess.run(
+        [sys.executable, "-m", "streamlit", "config", "show"], cwd=ROOT, capture_output=True, text=True,
+        env=os.environ.copy(), timeout=60,
+    ).stdout
+    assert 'address = "localhost"' in shown and "enableXsrfProtection = true" in shown
