@@ -130,14 +130,20 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def _open_raster(fp: BinaryIO, name: str) -> Image.Image | None:
+    """A lazily opened Pillow image, or None when the stream is DICOM; ImageReadError if neither."""
+    im = None if _is_dicom(fp, name) else _pil_open(fp, name)
+    if im is None and not (_is_dicom(fp, name) or dicom.sniff_dicom(fp)):
+        raise _not_an_image(name)
+    return im
+
+
 def read_header(source: Source) -> ImageHeader:
     """Width, height, channels, format and frame count from the header alone."""
     fp, name = _open_stream(source)
     with fp:
-        im = None if _is_dicom(fp, name) else _pil_open(fp, name)
+        im = _open_raster(fp, name)
         if im is None:
-            if not (_is_dicom(fp, name) or dicom.sniff_dicom(fp)):
-                raise _not_an_image(name)
             h = dicom.header(fp)
             return ImageHeader(h.width, h.height, h.channels, "DICOM", h.frames, h.photometric)
         with im:
@@ -172,10 +178,8 @@ def read_image(source: Source, frame: int | None = None, max_pixels: int = DEFAU
     """
     fp, name = _open_stream(source)
     with fp:
-        im = None if _is_dicom(fp, name) else _pil_open(fp, name)
+        im = _open_raster(fp, name)
         if im is None:
-            if not (_is_dicom(fp, name) or dicom.sniff_dicom(fp)):
-                raise _not_an_image(name)
             pixels, values, meta = dicom.decode(fp, frame, max_pixels)
             return ImageData(pixels, values, {"format": "DICOM", **meta})
         with im:
