@@ -9,6 +9,7 @@ st.set_page_config(page_title="MedImage Studio", page_icon=":material/radiology:
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
+    st.Page("pages/lab.py", title="Preprocessing lab", icon=":material/tune:"),
 ]
 
 navigation = st.navigation(PAGES)

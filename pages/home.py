@@ -31,6 +31,7 @@ if dataset is not None:
 
 st.subheader("Pages")
 st.page_link("pages/dataset.py", label="Dataset: open a folder, CSV or zip; counts, sizes, skipped files", icon=":material/photo_library:")
+st.page_link("pages/lab.py", label="Preprocessing lab: normalisations and morphology on one image", icon=":material/tune:")
 
 with st.expander("Device"):
     info = device()

@@ -71,3 +71,22 @@ def test_server_config_is_safe_by_default() -> None:
         env=os.environ.copy(), timeout=60,
     ).stdout
     assert 'address = "localhost"' in shown and "enableXsrfProtection = true" in shown
+
+
+def test_lab_page_runs_every_method_and_operation() -> None:
+    from core.morphology import OPERATIONS
+    from core.normalize import METHODS
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/lab.py").run()
+    assert not at.exception
+    for method in METHODS:
+        at.selectbox(key="lab_method").set_value(method).run()
+        assert not at.exception, method
+    for operation in OPERATIONS:
+        at.selectbox(key="lab_operation").set_value(operation).run()
+        assert not at.exception, operation
+    at.checkbox(key="lab_otsu").uncheck().run()
+    at.slider(key="lab_threshold").set_value(60).run()
+    assert not at.exception
+    assert any("threshold used: 60.0" in c.value for c in at.caption)

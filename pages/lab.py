@@ -1,0 +1,55 @@
+"""Preprocessing lab: normalisations and morphology on one image of the active dataset."""
+
+import numpy as np
+import streamlit as st
+
+from core import morphology
+from core.charts import histogram_figure
+from core.errors import ImageReadError
+from core.image_reader import read_image
+from core.normalize import METHODS, normalize, to_display
+from pages.common import active_dataset_name, load_dataset
+
+st.title("Preprocessing lab")
+
+dataset = load_dataset(active_dataset_name())
+if dataset is None:
+    st.stop()
+
+left, right = st.columns(2)
+label = left.selectbox("Class", dataset.classes)
+paths = dataset.table.loc[dataset.table["label"] == label, "path"].tolist()
+index = right.number_input(f"Image (0 to {len(paths) - 1})", 0, len(paths) - 1, 0)
+try:
+    pixels = read_image(paths[int(index)]).pixels
+except ImageReadError as exc:
+    st.error(str(exc))
+    st.stop()
+st.caption(paths[int(index)])
+
+st.subheader("Normalisation")
+method = st.selectbox("Method", list(METHODS), index=list(METHODS).index("CLAHE"), key="lab_method")
+result = normalize(pixels, method)
+cols = st.columns(2)
+cols[0].image(pixels, caption="original", width="stretch", clamp=True)
+cols[1].image(to_display(result), caption=f"{method} (shown rescaled to 0-255)", width="stretch")
+st.caption(f"result range {float(result.min()):.3f} to {float(result.max()):.3f}, mean {float(result.mean()):.3f}")
+st.plotly_chart(histogram_figure(pixels, result), width="stretch")
+
+st.subheader("Threshold and morphology")
+cols = st.columns(5)
+channel_name = cols[0].selectbox("Channel", morphology.CHANNELS)
+use_otsu = cols[1].checkbox("Otsu", value=True, key="lab_otsu")
+value = cols[1].slider("Threshold", 0, 255, 128, disabled=use_otsu, key="lab_threshold")
+operation = cols[2].selectbox("Operation", list(morphology.OPERATIONS), key="lab_operation")
+shape = cols[3].selectbox("Element", ["disk", "square"])
+radius = cols[4].slider("Radius", 0, 15, 3)
+
+gray = morphology.channel(pixels, channel_name)
+mask, used = morphology.threshold(gray, None if use_otsu else value)
+st.caption(f"threshold used: {used:.1f}")
+cols = st.columns(4)
+cols[0].image(mask.astype(np.uint8) * 255, caption="mask", width="stretch")
+cols[1].image(morphology.apply(mask, operation, shape, radius).astype(np.uint8) * 255, caption=f"mask, {operation}", width="stretch")
+cols[2].image(gray, caption=f"{channel_name}", width="stretch")
+cols[3].image(morphology.apply(gray, operation, shape, radius), caption=f"{channel_name}, {operation}", width="stretch")
