@@ -13,6 +13,26 @@ from core.errors import MedImageError
 DATASET_KEY = "dataset_source"
 
 
+def _leave_legacy_pages_mode() -> None:
+    """Make every run go through app.py, even a deep link that is a fresh server's first request.
+
+    Streamlit treats an app with a `pages/` folder (fixed by our layout) as a legacy multipage app
+    until some run has called `st.navigation`; in that state a first request for /lab runs
+    pages/lab.py alone, without app.py's navigation and sidebar. Every script imports this module
+    first, so clearing the flag here and rerunning hands that request to app.py.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode: nothing to do
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_pages_mode()
+
+
 def active_dataset_name() -> str:
     """The source of the active dataset; the demo set until the user opens another."""
     return st.session_state.setdefault(DATASET_KEY, DEMO)

@@ -58,11 +58,35 @@ def server_url():
         proc.wait(timeout=20)
 
 
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def test_deep_link_as_first_request_goes_through_app(server_url: str) -> None:
+    """A bookmark to /lab right after a server start must still get app.py's navigation and sidebar.
+
+    Runs first in this module on purpose: Streamlit's legacy pages/ mode only bites on the first run.
+    """
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server_url}/lab")
+            page.get_by_text("threshold used").first.wait_for(timeout=120_000)
+            page.get_by_text("Active dataset").first.wait_for(timeout=30_000)
+            nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+            assert "Preprocessing lab" in nav and "common" not in nav
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
+
+
 def test_home_page_shows_demo_classes_in_chromium(server_url: str) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = _launch(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(server_url)
