@@ -59,6 +59,12 @@ def class_counts(table: pd.DataFrame) -> pd.DataFrame:
     return counts.astype(int)
 
 
+def imbalance_ratio(table: pd.DataFrame) -> float:
+    """Images in the largest class divided by images in the smallest (1.0 = balanced)."""
+    counts = table["label"].value_counts()
+    return float(counts.max() / max(counts.min(), 1)) if len(counts) else 1.0
+
+
 def size_stats(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Mean/median/min/max of width, height and aspect ratio (width / height)."""
     frame = table[["width", "height"]].astype(float).assign(aspect=table["width"] / table["height"])

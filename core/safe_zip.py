@@ -70,7 +70,11 @@ def extract_zip(
 ) -> ZipExtraction:
     """Extract into dest_root/<content hash>/ (reused when the same zip comes again)."""
     data = bytes(source) if isinstance(source, (bytes, bytearray)) else None
-    digest = hashlib.sha256(data if data is not None else Path(source).read_bytes()).hexdigest()[:16]
+    if data is not None:
+        digest = hashlib.sha256(data).hexdigest()[:16]
+    else:  # stream a zip on disk: it may be gigabytes
+        with open(source, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     target = dest_root / f"zip-{digest}"
     try:
         archive = zipfile.ZipFile(io.BytesIO(data) if data is not None else source)

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.charts import class_counts_figure
+from core.dataset import imbalance_ratio
 from pages.common import active_dataset_name, device, load_dataset
 
 st.title("MedImage Studio")
@@ -22,7 +23,7 @@ if dataset is not None:
     cols[0].metric("Images", f"{len(dataset.table):,}")
     cols[1].metric("Classes", len(dataset.classes))
     totals = counts.drop(index="total")["total"]
-    cols[2].metric("Imbalance (largest/smallest)", f"{totals.max() / max(totals.min(), 1):.2f}")
+    cols[2].metric("Imbalance (largest/smallest)", f"{imbalance_ratio(dataset.table):.2f}")
     cols[3].metric("Skipped files", f"{len(dataset.skipped):,}")
     st.markdown("Classes: " + ", ".join(f"**{c}** ({int(totals[c]):,})" for c in dataset.classes))
     left, right = st.columns([3, 2])

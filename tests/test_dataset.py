@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from core import scan
-from core.dataset import DEMO, class_counts, open_dataset, size_stats, skipped_summary, store_upload
+from core.dataset import DEMO, class_counts, imbalance_ratio, open_dataset, size_stats, skipped_summary, store_upload
 from core.demo_data import CLASSES, IMAGES_PER_CLASS, generate
 from core.errors import DatasetError
 from core.safe_zip import extract_zip
@@ -179,6 +179,7 @@ def test_trim_and_class_weights() -> None:
     assert trim(table, max_per_class=30, seed=1)[0]["path"].tolist() == trim(table, max_per_class=30, seed=1)[0]["path"].tolist()
     weights = class_weights(table["label"])
     assert weights == pytest.approx({"a": 130 / 300, "b": 130 / 75, "c": 130 / 15})
+    assert imbalance_ratio(table) == 20.0 and imbalance_ratio(trimmed) == 30 / 25
 
 
 def test_scan_cache_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
