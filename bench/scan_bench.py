@@ -30,7 +30,7 @@ def main() -> int:
         return 0
     os.environ["MEDIMAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="scan-bench-")
     from core.dataset import open_dataset
-    from core.scan import clear_cache
+    from core.file_cache import clear_all as clear_cache
 
     clear_cache()
     start = time.perf_counter()

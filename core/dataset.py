@@ -16,9 +16,10 @@ import pandas as pd
 from core.atomic import write_bytes
 from core.demo_data import demo_folder
 from core.errors import DatasetError
+from core.file_cache import Progress
 from core.paths import data_dir
 from core.safe_zip import extract_zip
-from core.scan import FACT_COLUMNS, Progress, scan_files
+from core.scan import FACT_COLUMNS, scan_files
 from core.sources import Listing, list_csv, list_folder
 from core.splits import DEFAULT_FRACTIONS, assign_split
 

@@ -1,0 +1,98 @@
+"""Per-file results cached on disk, keyed by path, size and mtime.
+
+Scanning headers and hashing images are both "compute something per file, remember it until the
+file changes". This does that once: one `stat` per file decides what is fresh, only new or changed
+files are computed (in parallel threads), failures are cached with their reason so a broken file
+does not slow every later run, and each kind of result has its own SQLite table.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.paths import cache_dir
+
+Progress = Callable[[int, int], None]
+_DB_NAME = "files-v1.sqlite"
+
+
+@dataclass(frozen=True)
+class FileCache:
+    """A cached per-file function. `columns` are (name, SQL type); the function returns one value each."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(cache_dir() / _DB_NAME, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+        cols = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, {cols})")
+        return con
+
+    def _cached(self, con: sqlite3.Connection, paths: Sequence[str]) -> dict[str, tuple]:
+        """All rows under the paths' common folder, in one indexed range query."""
+        if not paths:
+            return {}
+        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+        names = ", ".join(name for name, _ in self.columns)
+        rows = con.execute(
+            f"SELECT path, size, mtime_ns, {names} FROM {self.table} WHERE path >= ? AND path < ?",
+            (root, root + "\U0010ffff"),
+        )
+        return {r[0]: r[1:] for r in rows}
+
+    def compute(
+        self,
+        paths: Sequence[str],
+        fn: Callable[[str], tuple],
+        progress: Progress | None = None,
+        workers: int = 8,
+    ) -> tuple[dict[str, tuple], dict[str, int], list[tuple[str, str]]]:
+        """(results by absolute path, file sizes, files that cannot be stat'ed with the reason)."""
+        stats: dict[str, tuple[int, int]] = {}
+        missing: list[tuple[str, str]] = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+                stats[p] = (st.st_size, st.st_mtime_ns)
+            except OSError as exc:
+                missing.append((p, f"cannot be opened ({exc.strerror or exc})"))
+        with closing(self._connect()) as con:
+            cached = self._cached(con, list(stats))
+            results: dict[str, tuple] = {}
+            todo = []
+            for p, (size, mtime) in stats.items():
+                row = cached.get(p)
+                if row is not None and row[0] == size and row[1] == mtime:
+                    results[p] = row[2:]
+                else:
+                    todo.append(p)
+            total, done = len(stats), len(results)
+            if progress:
+                progress(done, total)
+            if todo:
+                fresh = []
+                with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                    for i, (p, values) in enumerate(zip(todo, pool.map(fn, todo, chunksize=32), strict=True), 1):
+                        results[p] = values
+                        fresh.append((p, *stats[p], *values))
+                        if progress and (i % 64 == 0 or i == len(todo)):
+                            progress(done + i, total)
+                marks = ",".join("?" * (3 + len(self.columns)))
+                with con:
+                    con.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES ({marks})", fresh)
+        return results, {p: s[0] for p, s in stats.items()}, missing
+
+
+def clear_all() -> None:
+    """Forget every cached result (benchmarks' cold runs use this)."""
+    path = cache_dir() / _DB_NAME
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
