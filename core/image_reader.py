@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -170,17 +171,33 @@ def _pil_to_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im.convert("RGB"), dtype=np.uint8), None
 
 
-def read_image(source: Source, frame: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+def _shrink(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], pixels.shape[2])
+
+
+def read_image(
+    source: Source, frame: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> ImageData:
     """Read any supported image from a path or bytes.
 
     frame: which frame of a multi-frame file (DICOM default: the middle one; GIF/TIFF: the first).
     max_pixels: refuse images larger than this, checked from the header before any decode.
+    max_side: for thumbnails and hashing: shrink so the longer side is at most this, decoding JPEGs
+        at a reduced scale (several times faster on full-size radiographs); `values` is then None.
     """
     fp, name = _open_stream(source)
     with fp:
         im = _open_raster(fp, name)
         if im is None:
             pixels, values, meta = dicom.decode(fp, frame, max_pixels)
+            if max_side:
+                pixels, values = _shrink(pixels, max_side), None
+                meta |= {"width": int(pixels.shape[1]), "height": int(pixels.shape[0])}
             return ImageData(pixels, values, {"format": "DICOM", **meta})
         with im:
             width, height = im.size
@@ -193,9 +210,13 @@ def read_image(source: Source, frame: int | None = None, max_pixels: int = DEFAU
             try:
                 if index:
                     im.seek(index)
+                if max_side and im.format == "JPEG":
+                    im.draft(im.mode, (max_side, max_side))  # DCT scaling: decode at 1/2, 1/4 or 1/8
                 im.load()
                 oriented = ImageOps.exif_transpose(im) or im
                 pixels, values = _pil_to_pixels(oriented)
+                if max_side:
+                    pixels, values = _shrink(pixels, max_side), None
             except ImageReadError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Pillow decoders raise many types for bad data

@@ -315,3 +315,16 @@ def test_missing_path_and_folder(tmp_path: Path) -> None:
         read_image(tmp_path / "nope.png")
     with pytest.raises(ImageReadError, match="folder"):
         read_image(tmp_path)
+
+
+def test_max_side_makes_thumbnails_for_every_kind() -> None:
+    big = np.tile(np.linspace(0, 255, 400, dtype=np.uint8), (300, 1))
+    jpeg = read_image(_save(Image.fromarray(big).convert("RGB"), "JPEG"), max_side=100)
+    assert jpeg.pixels.shape == (75, 100, 3) and jpeg.values is None
+    assert abs(int(jpeg.pixels[:, -5:].mean()) - 250) < 8  # the gradient survives
+    png16 = read_image(_png_bytes(big.astype(np.uint16) * 200), max_side=40)
+    assert png16.pixels.shape == (30, 40, 1) and png16.values is None
+    dcm = read_image(TEST_FILES["CT_small.dcm"], max_side=32)
+    assert dcm.pixels.shape == (32, 32, 1) and dcm.meta["width"] == 32
+    small = read_image(_png_bytes(np.zeros((5, 5), np.uint8)), max_side=100)
+    assert small.pixels.shape == (5, 5, 1)  # never enlarged
