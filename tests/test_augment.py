@@ -1,0 +1,57 @@
+"""Augmentation: seeded determinism, identity when off, each layer really changes the image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.augment import AugmentConfig, augment_preview, build_augmentation
+
+OFF = AugmentConfig(flip="none", rotation=0, translation=0, zoom=0, shear=0, contrast=0, brightness=0)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.zeros((48, 48, 1), np.uint8)
+    img[8:30, 5:20] = 200  # an asymmetric block, so flips and shifts show
+    return np.clip(img.astype(int) + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_same_seed_same_grid_and_other_seed_differs(image: np.ndarray) -> None:
+    config = AugmentConfig(flip="horizontal", rotation=0.1, translation=0.1, zoom=0.2, shear=0.1, contrast=0.3, brightness=0.2)
+    first, again = augment_preview(image, config, seed=7), augment_preview(image, config, seed=7)
+    assert len(first) == 9 and all(a.shape == image.shape and a.dtype == np.uint8 for a in first)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    other = augment_preview(image, config, seed=8)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    assert len({a.tobytes() for a in first}) > 1  # the nine versions differ from each other
+
+
+def test_everything_off_is_identity(image: np.ndarray) -> None:
+    assert [type(layer).__name__ for layer in build_augmentation(OFF).layers] == ["Identity"]
+    assert all(np.array_equal(a, image) for a in augment_preview(image, OFF, n=3))
+
+
+@pytest.mark.parametrize("name", ["rotation", "translation", "zoom", "shear", "contrast", "brightness"])
+def test_each_layer_changes_the_image(image: np.ndarray, name: str) -> None:
+    config = AugmentConfig(**{**OFF.to_dict(), name: 0.3})
+    assert len(build_augmentation(config).layers) == 1
+    outputs = augment_preview(image, config, n=4, seed=1)
+    assert any(not np.array_equal(a, image) for a in outputs)
+
+
+def test_flip_is_a_mirror(image: np.ndarray) -> None:
+    config = AugmentConfig(**{**OFF.to_dict(), "flip": "horizontal"})
+    outputs = augment_preview(image, config, n=8, seed=3)
+    assert all(np.array_equal(a, image) or np.array_equal(a, image[:, ::-1]) for a in outputs)
+    assert any(np.array_equal(a, image[:, ::-1]) for a in outputs)
+
+
+def test_bad_config_is_refused_and_round_trips() -> None:
+    with pytest.raises(ValueError, match="flip must be"):
+        AugmentConfig(flip="diagonal")
+    with pytest.raises(ValueError, match="zoom must be between"):
+        AugmentConfig(zoom=2)
+    config = AugmentConfig(zoom=0.2)
+    assert AugmentConfig.from_dict({**config.to_dict(), "unknown": 1}) == config
