@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from core import kaggle_source
 from core.atomic import write_bytes
 from core.demo_data import demo_folder
 from core.errors import DatasetError
@@ -21,11 +22,12 @@ from core.paths import data_dir
 from core.safe_zip import extract_zip
 from core.scan import FACT_COLUMNS, scan_files
 from core.sources import Listing, list_csv, list_folder
-from core.splits import DEFAULT_FRACTIONS, assign_split
+from core.splits import DEFAULT_FRACTIONS, assign_split, trim
 
 SPLITS = ("train", "val", "test")
 TABLE_COLUMNS = ["path", "label", "split", *FACT_COLUMNS]
 DEMO = "demo"
+KAGGLE_PREFIX = "kaggle:"  # "kaggle:owner/dataset" opens a Kaggle dataset through kagglehub
 
 
 @dataclass
@@ -67,8 +69,10 @@ def imbalance_ratio(table: pd.DataFrame) -> float:
 
 
 def size_stats(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Mean/median/min/max of width, height and aspect ratio (width / height)."""
+    """Mean/median/min/max of width, height, aspect ratio (width / height) and file size in KB."""
     frame = table[["width", "height"]].astype(float).assign(aspect=table["width"] / table["height"])
+    if "bytes" in table:
+        frame["file_kb"] = table["bytes"] / 1024
     return {c: {k: round(float(getattr(frame[c], k)()), 3) for k in ("mean", "median", "min", "max")} for c in frame}
 
 
@@ -99,6 +103,8 @@ def _listing(source: str | os.PathLike | bytes) -> tuple[Listing, str]:
         return _zip_listing(source), "uploaded zip"
     if str(source) == DEMO:
         return list_folder(demo_folder()), DEMO
+    if str(source).startswith(KAGGLE_PREFIX):
+        return list_folder(kaggle_source.download(str(source)[len(KAGGLE_PREFIX):])), str(source)
     path = Path(source).expanduser()
     if not path.exists():
         raise DatasetError(f"{path} does not exist. Give a folder, a CSV file, a zip file or 'demo'.")
@@ -126,7 +132,7 @@ def open_dataset(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> Dataset:
-    """Scan a source (folder, CSV, zip path or bytes, or 'demo') into a Dataset.
+    """Scan a source (folder, CSV, zip path or bytes, 'demo' or 'kaggle:owner/dataset') into a Dataset.
 
     Sources without their own train/val/test split get a stratified seeded one (`fractions`).
     """
@@ -148,3 +154,32 @@ def open_dataset(
     if not listing.has_split:
         table = assign_split(table, fractions, seed)
     return Dataset(table.reset_index(drop=True), skipped, name, str(listing.root), listing.has_split)
+
+
+def prepare(
+    dataset: Dataset,
+    max_per_class: int | None = None,
+    min_per_class: int | None = None,
+    resplit: bool = False,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> tuple[Dataset, list[str]]:
+    """Trim, then (re-)split: the dataset the Train page will use, and the classes trimming dropped.
+
+    The source's own split is kept unless resplit is asked for; a source without one was split
+    when opened and is re-split only with the given fractions and seed.
+    """
+    table, dropped = trim(dataset.table, max_per_class, min_per_class, seed)
+    if table["label"].nunique() < 2:
+        raise DatasetError("Trimming would leave fewer than two classes. Lower the minimum per class.")
+    keep_source_split = dataset.split_from_source and not resplit
+    if not keep_source_split:
+        table = assign_split(table, fractions, seed)
+    return replace(dataset, table=table.reset_index(drop=True), split_from_source=keep_source_split), dropped
+
+
+def sample_rows(table: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFrame:
+    """Up to per_class rows of each class, seeded (the sample grid; a new seed is a new shuffle)."""
+    parts = [g.sample(n=min(len(g), per_class), random_state=seed) for _, g in table.groupby("label", sort=False)]
+    order = {label: i for i, label in enumerate(sort_labels(table["label"].unique()))}
+    return pd.concat(parts).sort_values("label", key=lambda s: s.map(order), kind="stable")

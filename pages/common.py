@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
-from core.dataset import DEMO, Dataset, open_dataset
+from core import duplicates
+from core.dataset import DEMO, Dataset
+from core.dataset_store import SAVED_PREFIX, open_source
 from core.device_info import device_summary
 from core.errors import MedImageError
+from core.image_reader import read_image
 
 DATASET_KEY = "dataset_source"
 
@@ -46,7 +50,7 @@ def _load(source: str) -> Dataset:
         bar.progress(done / max(total, 1), text=f"Scanning images... {done:,}/{total:,}")
 
     try:
-        return open_dataset(source, progress=progress)
+        return open_source(source, progress=progress)
     finally:
         bar.empty()
 
@@ -60,6 +64,38 @@ def load_dataset(source: str) -> Dataset | None:
         return None
 
 
+def source_label(source: str) -> str:
+    if source == DEMO:
+        return "Demo set (synthetic chest X-rays)"
+    if source.startswith(SAVED_PREFIX):
+        return f"Saved dataset '{source[len(SAVED_PREFIX):]}'"
+    return source
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def thumbnail(path: str, side: int = 192) -> np.ndarray | None:
+    """A small uint8 version of an image for grids; None when it cannot be read (caller says so)."""
+    try:
+        return read_image(path, max_side=side).pixels
+    except MedImageError:
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def duplicate_pairs(source: str, max_distance: int):
+    """Pairs and their summary for the active dataset; hashing shows progress the first time."""
+    dataset = _load(source)
+    bar = st.progress(0.0, text="Hashing images...")
+    try:
+        hashed = duplicates.image_hashes(
+            dataset.table, progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Hashing images... {done:,}/{total:,}")
+        )
+    finally:
+        bar.empty()
+    pairs = duplicates.find_duplicates(hashed, max_distance)
+    return pairs, duplicates.summarize(pairs)
+
+
 @st.cache_resource(show_spinner="Loading TensorFlow...")
 def device() -> dict[str, Any]:
     return device_summary()
@@ -68,7 +104,7 @@ def device() -> dict[str, Any]:
 def sidebar(dataset_source: str) -> None:
     with st.sidebar:
         st.caption("Active dataset")
-        st.markdown(f"**{'Demo set (synthetic chest X-rays)' if dataset_source == DEMO else dataset_source}**")
+        st.markdown(f"**{source_label(dataset_source)}**")
         st.caption("Active model")
         st.markdown("none yet: train one on the Train page")
         info = device()

@@ -1,9 +1,10 @@
-"""Preprocessing lab: normalisations and morphology on one image of the active dataset."""
+"""Preprocessing lab: normalisations, morphology and the training augmentation on one image of the active dataset."""
 
 import numpy as np
 import streamlit as st
 
 from core import morphology
+from core.augment import FLIP_MODES, AugmentConfig, augment_preview
 from core.charts import histogram_figure
 from core.errors import ImageReadError
 from core.image_reader import read_image
@@ -27,29 +28,51 @@ except ImageReadError as exc:
     st.stop()
 st.caption(paths[int(index)])
 
-st.subheader("Normalisation")
-method = st.selectbox("Method", list(METHODS), index=list(METHODS).index("CLAHE"), key="lab_method")
-result = normalize(pixels, method)
-cols = st.columns(2)
-cols[0].image(pixels, caption="original", width="stretch", clamp=True)
-cols[1].image(to_display(result), caption=f"{method} (shown rescaled to 0-255)", width="stretch")
-st.caption(f"result range {float(result.min()):.3f} to {float(result.max()):.3f}, mean {float(result.mean()):.3f}")
-st.plotly_chart(histogram_figure(pixels, result), width="stretch")
+normalisation, morph, augmentation = st.tabs(["Normalisation", "Threshold and morphology", "Augmentation"])
 
-st.subheader("Threshold and morphology")
-cols = st.columns(5)
-channel_name = cols[0].selectbox("Channel", morphology.CHANNELS)
-use_otsu = cols[1].checkbox("Otsu", value=True, key="lab_otsu")
-value = cols[1].slider("Threshold", 0, 255, 128, disabled=use_otsu, key="lab_threshold")
-operation = cols[2].selectbox("Operation", list(morphology.OPERATIONS), key="lab_operation")
-shape = cols[3].selectbox("Element", ["disk", "square"])
-radius = cols[4].slider("Radius", 0, 15, 3)
+with normalisation:
+    method = st.selectbox("Method", list(METHODS), index=list(METHODS).index("CLAHE"), key="lab_method")
+    result = normalize(pixels, method)
+    cols = st.columns(2)
+    cols[0].image(pixels, caption="original", width="stretch", clamp=True)
+    cols[1].image(to_display(result), caption=f"{method} (shown rescaled to 0-255)", width="stretch")
+    st.caption(f"result range {float(result.min()):.3f} to {float(result.max()):.3f}, mean {float(result.mean()):.3f}")
+    st.plotly_chart(histogram_figure(pixels, result), width="stretch")
 
-gray = morphology.channel(pixels, channel_name)
-mask, used = morphology.threshold(gray, None if use_otsu else value)
-st.caption(f"threshold used: {used:.1f}")
-cols = st.columns(4)
-cols[0].image(mask.astype(np.uint8) * 255, caption="mask", width="stretch")
-cols[1].image(morphology.apply(mask, operation, shape, radius).astype(np.uint8) * 255, caption=f"mask, {operation}", width="stretch")
-cols[2].image(gray, caption=f"{channel_name}", width="stretch")
-cols[3].image(morphology.apply(gray, operation, shape, radius), caption=f"{channel_name}, {operation}", width="stretch")
+with morph:
+    cols = st.columns(5)
+    channel_name = cols[0].selectbox("Channel", morphology.CHANNELS)
+    use_otsu = cols[1].checkbox("Otsu", value=True, key="lab_otsu")
+    value = cols[1].slider("Threshold", 0, 255, 128, disabled=use_otsu, key="lab_threshold")
+    operation = cols[2].selectbox("Operation", list(morphology.OPERATIONS), key="lab_operation")
+    shape = cols[3].selectbox("Element", ["disk", "square"])
+    radius = cols[4].slider("Radius", 0, 15, 3)
+    gray = morphology.channel(pixels, channel_name)
+    mask, used = morphology.threshold(gray, None if use_otsu else value)
+    st.caption(f"threshold used: {used:.1f}")
+    cols = st.columns(4)
+    cols[0].image(mask.astype(np.uint8) * 255, caption="mask", width="stretch")
+    cols[1].image(morphology.apply(mask, operation, shape, radius).astype(np.uint8) * 255, caption=f"mask, {operation}", width="stretch")
+    cols[2].image(gray, caption=f"{channel_name}", width="stretch")
+    cols[3].image(morphology.apply(gray, operation, shape, radius), caption=f"{channel_name}, {operation}", width="stretch")
+
+with augmentation:
+    st.caption("Exactly the Keras preprocessing layers the training pipeline applies to the training split.")
+    default = AugmentConfig()
+    cols = st.columns(4)
+    flip = cols[0].selectbox("Flip", FLIP_MODES, index=FLIP_MODES.index(default.flip), key="aug_flip")
+    rotation = cols[1].slider("Rotation (turns)", 0.0, 0.25, default.rotation, 0.01, key="aug_rotation")
+    translation = cols[2].slider("Translation", 0.0, 0.3, default.translation, 0.01, key="aug_translation")
+    zoom = cols[3].slider("Zoom", 0.0, 0.5, default.zoom, 0.01, key="aug_zoom")
+    cols = st.columns(4)
+    shear = cols[0].slider("Shear", 0.0, 0.5, default.shear, 0.01, key="aug_shear")
+    contrast = cols[1].slider("Contrast", 0.0, 0.9, default.contrast, 0.05, key="aug_contrast")
+    brightness = cols[2].slider("Brightness", 0.0, 0.9, default.brightness, 0.05, key="aug_brightness")
+    aug_seed = cols[3].number_input("Seed", 0, 10**6, 0, key="aug_seed")
+    config = AugmentConfig(flip, rotation, translation, zoom, shear, contrast, brightness)
+    small = read_image(paths[int(index)], max_side=256).pixels
+    grid = augment_preview(small, config, n=9, seed=int(aug_seed))
+    for row in range(3):
+        cols = st.columns(3)
+        for col, img in zip(cols, grid[row * 3 : row * 3 + 3], strict=True):
+            col.image(img, width="stretch")

@@ -90,3 +90,69 @@ def test_lab_page_runs_every_method_and_operation() -> None:
     at.slider(key="lab_threshold").set_value(60).run()
     assert not at.exception
     assert any("threshold used: 60.0" in c.value for c in at.caption)
+
+
+def _dataset_page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/dataset.py").run()
+    assert not at.exception
+    return at
+
+
+def test_dataset_page_every_tab_on_the_demo_set() -> None:
+    from core.dataset_store import list_definitions
+
+    at = _dataset_page()
+    assert len(at.get("plotly_chart")) >= 3  # counts, size scatter, size histograms
+    assert "Imbalance (largest/smallest)" in [m.label for m in at.metric]
+    assert len(at.get("image")) >= 1  # sample grid and channel viewer
+    before = at.session_state["samples_seed"] if "samples_seed" in at.session_state else 0
+    at.button(key="samples_shuffle").click().run()
+    assert at.session_state["samples_seed"] == before + 1 and not at.exception
+    at.radio(key="channel_name").set_value("gray").run()
+    assert not at.exception
+
+    at.number_input(key="trim_max").set_value(100).run()
+    assert not at.exception
+    at.text_input(key="save_name").input("demo-100").run()
+    at.button(key="save_button").click().run()
+    assert not at.exception and any("Saved 'demo-100'" in s.value for s in at.success)
+    assert next(d for d in list_definitions() if d["name"] == "demo-100")["images"] == 200
+
+    at.button(key="dup_button").click().run()
+    assert not at.exception
+    assert any("No duplicates" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize("case", ["empty folder", "bad csv", "saved dataset"])
+def test_dataset_page_bad_sources_show_messages(tmp_path: Path, case: str) -> None:
+    at = _dataset_page()
+    if case == "empty folder":
+        (tmp_path / "empty" / "a").mkdir(parents=True)
+        at.radio[0].set_value("Folder").run()
+        at.text_input[0].input(str(tmp_path / "empty")).run()
+        expected = "No readable images"
+    elif case == "bad csv":
+        (tmp_path / "bad.csv").write_text("nothing,useful\n1,2\n")
+        at.radio[0].set_value("CSV file").run()
+        at.text_input[0].input(str(tmp_path / "bad.csv")).run()
+        expected = "needs a 'path' and a 'label' column"
+    else:
+        at.radio[0].set_value("Kaggle").run()
+        at.text_input[0].input("no handle here").run()
+        expected = "not a Kaggle dataset handle"
+    at.button[0].click().run()
+    assert not at.exception
+    assert any(expected in e.value for e in at.error)
+    assert "demo set" in at.subheader[0].value
+
+
+def test_lab_page_augmentation_preview() -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/lab.py").run()
+    assert not at.exception
+    at.slider(key="aug_rotation").set_value(0.2).run()
+    at.slider(key="aug_shear").set_value(0.2).run()
+    at.selectbox(key="aug_flip").set_value("horizontal_and_vertical").run()
+    assert not at.exception
+    assert len(at.get("image")) >= 3
