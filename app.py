@@ -13,5 +13,7 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
-sidebar(active_dataset_name())
-navigation.run()
+try:
+    navigation.run()
+finally:  # after the page, which may have just changed the active dataset (or stopped early)
+    sidebar(active_dataset_name())

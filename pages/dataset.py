@@ -77,7 +77,11 @@ with overview:
 
     st.markdown("**Image sizes**")
     table = dataset.table
-    st.dataframe(pd.DataFrame(size_stats(table)).T, width="stretch")
+    stats = size_stats(table)
+    w, h = stats["width"], stats["height"]
+    st.caption(f"width {w['min']:.0f}-{w['max']:.0f} px (median {w['median']:.0f}), "
+               f"height {h['min']:.0f}-{h['max']:.0f} px (median {h['median']:.0f})")
+    st.dataframe(pd.DataFrame(stats).T, width="stretch")
     cols = st.columns(2)
     cols[0].dataframe(table["format"].value_counts().rename("images"), width="stretch")
     cols[1].dataframe(table["channels"].value_counts().rename("images").rename_axis("channels"), width="stretch")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CHEST_XRAY = ROOT.parent / "shared" / "data" / "chest_xray" / "train"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a sandboxed root CI machine with no network beyond loopback.
@@ -35,11 +36,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url():
+def server_url(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
+    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "wb")  # a pipe nobody reads would fill and block
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://localhost:{port}"
     try:
@@ -55,7 +57,11 @@ def server_url():
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def _launch(p):
@@ -73,7 +79,7 @@ def test_deep_link_as_first_request_goes_through_app(server_url: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{server_url}/lab")
-            page.get_by_text("threshold used").first.wait_for(timeout=120_000)
+            page.get_by_text("result range").first.wait_for(timeout=120_000)
             page.get_by_text("Active dataset").first.wait_for(timeout=30_000)
             nav = page.locator("[data-testid='stSidebarNav']").inner_text()
             assert "Preprocessing lab" in nav and "common" not in nav
@@ -100,5 +106,37 @@ def test_home_page_shows_demo_classes_in_chromium(server_url: str) -> None:
             assert page.locator("[data-testid='stException']").count() == 0
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not CHEST_XRAY.is_dir(), reason="../shared/data/chest_xray/train is not present")
+def test_chest_xray_folder_in_chromium(server_url: str) -> None:
+    """The real data through the page: counts, sizes, and the labs on one of its images."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server_url}/dataset")
+            page.get_by_text("Folder", exact=True).first.click()
+            page.get_by_role("textbox", name="Path on this machine").fill(str(CHEST_XRAY))
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Open", exact=True).click()
+            page.get_by_text("5,216 images · 2 classes").first.wait_for(timeout=120_000)
+            page.get_by_text("width 224-224 px (median 224), height 224-224 px (median 224)").first.wait_for(timeout=30_000)
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert str(CHEST_XRAY) in page.locator("[data-testid='stSidebarUserContent']").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "chest_xray_dataset.png"), full_page=True)
+            page.locator("[data-testid='stSidebarNav'] a", has_text="Home").first.click()
+            page.get_by_text("NORMAL (1,341)").first.wait_for(timeout=60_000)
+            assert page.get_by_text("PNEUMONIA (3,875)").first.is_visible()
+            page.locator("[data-testid='stSidebarNav'] a", has_text="Preprocessing lab").first.click()
+            page.get_by_text("result range").first.wait_for(timeout=60_000)
+            page.get_by_role("tab", name="Augmentation").click()
+            page.get_by_text("Exactly the Keras preprocessing layers").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            assert page.locator("[data-testid='stException']").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "chest_xray_lab.png"), full_page=True)
         finally:
             browser.close()
