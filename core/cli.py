@@ -38,6 +38,7 @@ def _scan(args: argparse.Namespace) -> dict[str, Any]:
         "sizes": size_stats(ds.table),
         "formats": ds.table["format"].value_counts().to_dict(),
         "channels": {str(k): int(v) for k, v in ds.table["channels"].value_counts().items()},
+        "modes": ds.table["mode"].value_counts().to_dict(),
         "skipped": skipped_summary(ds.skipped),
     }
 

@@ -14,20 +14,20 @@ from core.errors import ImageReadError
 from core.file_cache import FileCache, Progress
 from core.image_reader import read_header
 
-FACT_COLUMNS = ["width", "height", "channels", "format", "frames", "bytes"]
+FACT_COLUMNS = ["width", "height", "channels", "mode", "format", "frames", "bytes"]
 _FACTS = FileCache(
-    "facts",
-    (("width", "INTEGER"), ("height", "INTEGER"), ("channels", "INTEGER"), ("format", "TEXT"),
+    "facts_v2",
+    (("width", "INTEGER"), ("height", "INTEGER"), ("channels", "INTEGER"), ("mode", "TEXT"), ("format", "TEXT"),
      ("frames", "INTEGER"), ("error", "TEXT")),
 )
 
 
-def _read_one(path: str) -> tuple[int, int, int, str, int, str | None]:
+def _read_one(path: str) -> tuple[int, int, int, str, str, int, str | None]:
     try:
         h = read_header(path)
-        return h.width, h.height, h.channels, h.format, h.frames, None
+        return h.width, h.height, h.channels, h.mode, h.format, h.frames, None
     except ImageReadError as exc:
-        return 0, 0, 0, "", 0, str(exc)
+        return 0, 0, 0, "", "", 0, str(exc)
 
 
 def scan_files(
@@ -44,9 +44,9 @@ def scan_files(
         facts = results.get(p)
         if facts is None:
             continue
-        width, height, channels, fmt, frames, error = facts
+        *values, error = facts
         if error:
             failures.append((p, error))
         else:
-            rows.append((p, width, height, channels, fmt, frames, sizes[p]))
+            rows.append((p, *values, sizes[p]))
     return pd.DataFrame(rows, columns=["path", *FACT_COLUMNS]), pd.DataFrame(failures, columns=["path", "reason"])

@@ -82,9 +82,10 @@ with overview:
     st.caption(f"width {w['min']:.0f}-{w['max']:.0f} px (median {w['median']:.0f}), "
                f"height {h['min']:.0f}-{h['max']:.0f} px (median {h['median']:.0f})")
     st.dataframe(pd.DataFrame(stats).T, width="stretch")
-    cols = st.columns(2)
+    cols = st.columns(3)
     cols[0].dataframe(table["format"].value_counts().rename("images"), width="stretch")
     cols[1].dataframe(table["channels"].value_counts().rename("images").rename_axis("channels"), width="stretch")
+    cols[2].dataframe(table["mode"].value_counts().rename("images").rename_axis("mode"), width="stretch")
     st.plotly_chart(size_scatter_figure(table), width="stretch")
     st.plotly_chart(size_histograms_figure(table), width="stretch")
 

@@ -43,6 +43,7 @@ def test_class_folders_with_junk(tmp_path: Path) -> None:
     assert any("damaged" in r for r in reasons)
     assert set(ds.table.columns) >= {"path", "label", "split", "width", "height", "channels", "format", "bytes"}
     assert (ds.table["width"] == 16).all() and (ds.table["height"] == 12).all()
+    assert set(ds.table["mode"]) == {"L"} and set(ds.table["format"]) == {"PNG"}
     assert not ds.split_from_source and set(ds.table["split"]) == {"train", "val", "test"}
 
 
