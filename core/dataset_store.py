@@ -16,10 +16,12 @@ from typing import Any
 import pandas as pd
 
 from core.atomic import write_json, write_text
-from core.dataset import TABLE_COLUMNS, Dataset, class_counts
+from core.dataset import TABLE_COLUMNS, Dataset, class_counts, open_dataset
 from core.errors import DatasetError
+from core.file_cache import Progress
 from core.paths import data_dir
 
+SAVED_PREFIX = "saved:"  # a page source naming a saved definition
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
@@ -90,13 +92,9 @@ def load_definition(name: str) -> Dataset:
     return Dataset(table, skipped, meta.get("source", name), meta.get("root", ""), bool(meta.get("split_from_source")))
 
 
-SAVED_PREFIX = "saved:"
 
-
-def open_source(source: str, progress=None) -> Dataset:
+def open_source(source: str, progress: Progress | None = None) -> Dataset:
     """Any source the pages offer: 'saved:<name>' for a saved definition, else what open_dataset takes."""
-    from core.dataset import open_dataset
-
     if source.startswith(SAVED_PREFIX):
         return load_definition(source[len(SAVED_PREFIX):])
     return open_dataset(source, progress=progress)

@@ -44,6 +44,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
         cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://localhost:{port}"
+    ARTIFACTS.mkdir(exist_ok=True)
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -64,79 +65,65 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-def _launch(p):
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+@pytest.fixture
+def page():
+    """A fresh headless Chromium page (Debian's browser, never a downloaded one)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
 
 
-def test_deep_link_as_first_request_goes_through_app(server_url: str) -> None:
+def test_deep_link_as_first_request_goes_through_app(server_url: str, page) -> None:
     """A bookmark to /lab right after a server start must still get app.py's navigation and sidebar.
 
     Runs first in this module on purpose: Streamlit's legacy pages/ mode only bites on the first run.
     """
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = _launch(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{server_url}/lab")
-            page.get_by_text("result range").first.wait_for(timeout=120_000)
-            page.get_by_text("Active dataset").first.wait_for(timeout=30_000)
-            nav = page.locator("[data-testid='stSidebarNav']").inner_text()
-            assert "Preprocessing lab" in nav and "common" not in nav
-            assert page.locator("[data-testid='stException']").count() == 0
-        finally:
-            browser.close()
+    page.goto(f"{server_url}/lab")
+    page.get_by_text("result range").first.wait_for(timeout=120_000)
+    page.get_by_text("Active dataset").first.wait_for(timeout=30_000)
+    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    assert "Preprocessing lab" in nav and "common" not in nav
+    assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_home_page_shows_demo_classes_in_chromium(server_url: str) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = _launch(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server_url)
-            page.get_by_text("PNEUMONIA (150)").first.wait_for(timeout=120_000)
-            assert page.get_by_text("NORMAL (150)").first.is_visible()
-            assert page.locator("[data-testid='stException']").count() == 0
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Dataset").first.click()
-            page.get_by_text("Image sizes").first.wait_for(timeout=60_000)
-            assert page.locator("[data-testid='stException']").count() == 0
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
-        finally:
-            browser.close()
+def test_home_page_shows_demo_classes_in_chromium(server_url: str, page) -> None:
+    page.goto(server_url)
+    page.get_by_text("PNEUMONIA (150)").first.wait_for(timeout=120_000)
+    assert page.get_by_text("NORMAL (150)").first.is_visible()
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Dataset").first.click()
+    page.get_by_text("Image sizes").first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
 
 
 @pytest.mark.skipif(not CHEST_XRAY.is_dir(), reason="../shared/data/chest_xray/train is not present")
-def test_chest_xray_folder_in_chromium(server_url: str) -> None:
+def test_chest_xray_folder_in_chromium(server_url: str, page) -> None:
     """The real data through the page: counts, sizes, and the labs on one of its images."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = _launch(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{server_url}/dataset")
-            page.get_by_text("Folder", exact=True).first.click()
-            page.get_by_role("textbox", name="Path on this machine").fill(str(CHEST_XRAY))
-            page.keyboard.press("Enter")
-            page.get_by_role("button", name="Open", exact=True).click()
-            page.get_by_text("5,216 images · 2 classes").first.wait_for(timeout=120_000)
-            page.get_by_text("width 224-224 px (median 224), height 224-224 px (median 224)").first.wait_for(timeout=30_000)
-            assert page.locator("[data-testid='stException']").count() == 0
-            assert str(CHEST_XRAY) in page.locator("[data-testid='stSidebarUserContent']").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "chest_xray_dataset.png"), full_page=True)
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Home").first.click()
-            page.get_by_text("NORMAL (1,341)").first.wait_for(timeout=60_000)
-            assert page.get_by_text("PNEUMONIA (3,875)").first.is_visible()
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Preprocessing lab").first.click()
-            page.get_by_text("result range").first.wait_for(timeout=60_000)
-            page.get_by_role("tab", name="Augmentation").click()
-            page.get_by_text("Exactly the Keras preprocessing layers").first.wait_for(timeout=60_000)
-            page.wait_for_timeout(2000)
-            assert page.locator("[data-testid='stException']").count() == 0
-            page.screenshot(path=str(ARTIFACTS / "chest_xray_lab.png"), full_page=True)
-        finally:
-            browser.close()
+    page.goto(f"{server_url}/dataset")
+    page.get_by_text("Folder", exact=True).first.click()
+    page.get_by_role("textbox", name="Path on this machine").fill(str(CHEST_XRAY))
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Open", exact=True).click()
+    page.get_by_text("5,216 images · 2 classes").first.wait_for(timeout=120_000)
+    page.get_by_text("width 224-224 px (median 224), height 224-224 px (median 224)").first.wait_for(timeout=30_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert str(CHEST_XRAY) in page.locator("[data-testid='stSidebarUserContent']").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chest_xray_dataset.png"), full_page=True)
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Home").first.click()
+    page.get_by_text("NORMAL (1,341)").first.wait_for(timeout=60_000)
+    assert page.get_by_text("PNEUMONIA (3,875)").first.is_visible()
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Preprocessing lab").first.click()
+    page.get_by_text("result range").first.wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Augmentation").click()
+    page.get_by_text("Exactly the Keras preprocessing layers").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "chest_xray_lab.png"), full_page=True)
