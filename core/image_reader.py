@@ -45,6 +45,7 @@ class ImageHeader:
     format: str
     frames: int = 1
     mode: str = ""
+    orientation: int = 1  # EXIF orientation (1 = as stored); read_image applies it
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,13 @@ def read_header(source: Source) -> ImageHeader:
             return ImageHeader(h.width, h.height, h.channels, "DICOM", h.frames, h.photometric)
         with im:
             width, height = im.size
+            orientation = _orientation(im)
             # EXIF orientation 5-8 swaps the axes; the scan must report what read_image returns.
-            if _orientation(im) in (5, 6, 7, 8):
+            if orientation in (5, 6, 7, 8):
                 width, height = height, width
-            return ImageHeader(width, height, _pil_channels(im.mode), im.format or "?", getattr(im, "n_frames", 1), im.mode)
+            return ImageHeader(
+                width, height, _pil_channels(im.mode), im.format or "?", getattr(im, "n_frames", 1), im.mode, orientation
+            )
 
 
 def _pil_to_pixels(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

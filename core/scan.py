@@ -14,20 +14,20 @@ from core.errors import ImageReadError
 from core.file_cache import FileCache, Progress
 from core.image_reader import read_header
 
-FACT_COLUMNS = ["width", "height", "channels", "mode", "format", "frames", "bytes"]
+FACT_COLUMNS = ["width", "height", "channels", "mode", "format", "frames", "orientation", "bytes"]
 _FACTS = FileCache(
-    "facts_v2",
+    "facts_v3",
     (("width", "INTEGER"), ("height", "INTEGER"), ("channels", "INTEGER"), ("mode", "TEXT"), ("format", "TEXT"),
-     ("frames", "INTEGER"), ("error", "TEXT")),
+     ("frames", "INTEGER"), ("orientation", "INTEGER"), ("error", "TEXT")),
 )
 
 
-def _read_one(path: str) -> tuple[int, int, int, str, str, int, str | None]:
+def _read_one(path: str) -> tuple[int, int, int, str, str, int, int, str | None]:
     try:
         h = read_header(path)
-        return h.width, h.height, h.channels, h.mode, h.format, h.frames, None
+        return h.width, h.height, h.channels, h.mode, h.format, h.frames, h.orientation, None
     except ImageReadError as exc:
-        return 0, 0, 0, "", "", 0, str(exc)
+        return 0, 0, 0, "", "", 0, 1, str(exc)
 
 
 def scan_files(

@@ -1,0 +1,97 @@
+"""The one input pipeline: a dataset table -> batches of (images 0-255 float32, integer labels).
+
+Plain 8-bit JPEG/PNG/BMP/GIF decode in TensorFlow (parallel, no GIL); everything else (DICOM, TIFF,
+WebP, 16-bit, palette, CMYK, EXIF-rotated) goes through the project's one image reader, so the model
+sees exactly what the Predict page shows. Resized images are cached as uint8; augmentation
+(`core.augment`, Keras preprocessing layers) runs on batches of the training split only. Models
+normalise inside their own graph, so every pipeline feeds raw 0-255 values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from core.augment import AugmentConfig, build_augmentation
+from core.image_reader import read_image
+
+_TF_FORMATS = {"JPEG", "PNG", "BMP", "GIF"}
+_TF_MODES = {"L", "RGB"}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    image_size: int = 128
+    channels: int = 1  # 1 grayscale (X-rays, scratch models) or 3 (ImageNet backbones)
+    batch_size: int = 32
+    cache: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tf_decodable(table: pd.DataFrame) -> np.ndarray:
+    """Rows TensorFlow can decode to the same pixels as `read_image` (8-bit, no EXIF rotation)."""
+    orientation = table["orientation"] if "orientation" in table else 1
+    return (table["format"].isin(_TF_FORMATS) & table["mode"].isin(_TF_MODES) & (orientation == 1)).to_numpy()
+
+
+def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    have = image.shape[-1]
+    if have == channels or have is None:
+        return image
+    return tf.image.rgb_to_grayscale(image) if channels == 1 else tf.image.grayscale_to_rgb(image)
+
+
+def _resize(image: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
+    image = _to_channels(image, config.channels)
+    image = tf.image.resize(image, (config.image_size, config.image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _read_with_reader(path: tf.Tensor) -> np.ndarray:
+    pixels = read_image(path.numpy().decode()).pixels
+    return pixels if pixels.shape[-1] == 3 else np.repeat(pixels, 3, axis=-1)
+
+
+def _decode(path: tf.Tensor, fast: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
+    def with_tf() -> tf.Tensor:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return _resize(image, config)
+
+    def with_reader() -> tf.Tensor:
+        image = tf.py_function(_read_with_reader, [path], tf.uint8)
+        image.set_shape([None, None, 3])
+        return _resize(image, config)
+
+    return tf.cond(fast, with_tf, with_reader)
+
+
+def make_dataset(
+    table: pd.DataFrame,
+    classes: list[str],
+    config: PipelineConfig,
+    augment: AugmentConfig | None = None,
+    shuffle: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (uint8->float32 images (B, S, S, C), int32 class indices) for the table's rows."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = set(table["label"]) - set(index)
+    if unknown:
+        raise ValueError(f"Labels not among the model's classes: {sorted(unknown)}.")
+    labels = table["label"].map(index).to_numpy(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((table["path"].to_numpy(str), tf_decodable(table), labels))
+    ds = ds.map(lambda p, f, y: (_decode(p, f, config), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if config.cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(min(len(table), 10_000), seed=config.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(config.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        layers = build_augmentation(augment, seed=config.seed)
+        ds = ds.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
