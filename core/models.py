@@ -1,0 +1,242 @@
+"""The model zoo: small networks trained from scratch and keras.applications backbones.
+
+Every model takes raw 0-255 images and normalises inside its own graph (Rescaling, or the
+backbone's own `preprocess_input` as a registered layer), so a saved model needs no preprocessing
+code beside it and loads with Keras `safe_mode` (no Lambda layers anywhere).
+
+Heads: "binary" (1 sigmoid unit), "multiclass" (softmax over the classes), "ordinal" (1 linear unit
+regressing the class index, trained with MSE; classes by cut-points).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from core.errors import MedImageError
+
+HEADS = ("binary", "multiclass", "ordinal")
+SCRATCH = ("smallnet", "cifar_cnn", "mlp", "resnet18")
+FREEZE_MODES = ("feature_extraction", "fine_tune", "full")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    constructor: str  # keras.applications attribute
+    module: str  # keras.applications submodule holding preprocess_input
+    weights_file: str  # the no-top ImageNet weights file Keras downloads into ~/.keras/models
+    default_size: int = 224
+
+
+BACKBONES = {
+    "vgg16": Backbone("VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": Backbone("ResNet50", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "inceptionv3": Backbone("InceptionV3", "inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 299),
+    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", "efficientnetb0_notop.h5"),
+    "efficientnetb1": Backbone("EfficientNetB1", "efficientnet", "efficientnetb1_notop.h5", 240),
+    "efficientnetb2": Backbone("EfficientNetB2", "efficientnet", "efficientnetb2_notop.h5", 260),
+    "efficientnetb3": Backbone("EfficientNetB3", "efficientnet", "efficientnetb3_notop.h5", 300),
+    "mobilenetv2": Backbone("MobileNetV2", "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "densenet121": Backbone("DenseNet121", "densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+}
+MODEL_NAMES = SCRATCH + tuple(BACKBONES)
+
+
+class WeightsUnavailable(MedImageError):
+    """ImageNet weights could not be downloaded and no local copy was found."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "smallnet"
+    image_size: int = 128
+    channels: int = 1
+    n_classes: int = 2
+    head: str = "binary"
+    weights: str = "none"  # "imagenet", "none", or a path to a weights file
+    freeze: str = "feature_extraction"
+    fine_tune_layers: int = 20
+    pooling: str = "gap"  # "gap" or "flatten"
+    dense: tuple[int, ...] = field(default=(256,))
+    dropout: float = 0.4
+    l1: float = 0.0
+    l2: float = 0.0
+    batch_norm: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        values = dict(values)
+        if "dense" in values:
+            values["dense"] = tuple(values["dense"])
+        return cls(**values)
+
+
+@keras.saving.register_keras_serializable(package="medimage")
+class BackbonePreprocess(layers.Layer):
+    """A backbone's own keras.applications `preprocess_input`, as a layer that saves and loads safely."""
+
+    def __init__(self, module: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.module = module
+
+    def call(self, inputs):
+        return getattr(keras.applications, self.module).preprocess_input(inputs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "module": self.module}
+
+
+def n_outputs(config: ModelConfig) -> int:
+    return config.n_classes if config.head == "multiclass" else 1
+
+
+def _output(x, config: ModelConfig):
+    activation = {"binary": "sigmoid", "multiclass": "softmax", "ordinal": None}[config.head]
+    # float32 outputs keep the loss stable under mixed precision
+    return layers.Dense(n_outputs(config), activation=activation, dtype="float32", name="prediction")(x)
+
+
+def _head(x, config: ModelConfig):
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if config.pooling == "gap" else layers.Flatten(name="flatten")(x)
+    if config.batch_norm:
+        x = layers.BatchNormalization()(x)
+    regularizer = keras.regularizers.L1L2(config.l1, config.l2) if (config.l1 or config.l2) else None
+    for units in config.dense:
+        x = layers.Dense(units, activation="relu", kernel_regularizer=regularizer)(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout)(x)
+    return _output(x, config)
+
+
+def _smallnet(inputs, config: ModelConfig):
+    """Seed 001: Conv 32 -> 64 -> 64 (3x3, ReLU) each followed by 2x2 max-pooling, then GAP or Flatten,
+    Dense 64 ReLU, and the output layer."""
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    for filters in (32, 64, 64):
+        x = layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if config.pooling == "gap" else layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return _output(x, config)
+
+
+def _cifar_cnn(inputs, config: ModelConfig):
+    """Seed 003: three blocks (32, 64, 64) of two 3x3 convs + max-pool, Dense 512, dropout 0.25 / 0.5."""
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    for filters in (32, 64, 64):
+        x = layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
+        x = layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D()(x)
+        if config.dropout:
+            x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    if config.dropout:
+        x = layers.Dropout(0.5)(x)
+    return _output(x, config)
+
+
+def _mlp(inputs, config: ModelConfig):
+    """Seed 003: Flatten -> Dense 512 -> Dense 256 (ReLU, dropout)."""
+    x = layers.Flatten()(layers.Rescaling(1 / 255.0)(inputs))
+    for units in (512, 256):
+        x = layers.Dense(units, activation="relu")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout)(x)
+    return _output(x, config)
+
+
+def _resnet18(inputs, config: ModelConfig):
+    """Seed 002: ResNet-18 (basic blocks 64-128-256-512, two each), GAP."""
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            y = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+            y = layers.ReLU()(layers.BatchNormalization()(y))
+            y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+            if strides != 1 or shortcut.shape[-1] != filters:
+                shortcut = layers.BatchNormalization()(layers.Conv2D(filters, 1, strides=strides, use_bias=False)(shortcut))
+            x = layers.ReLU()(layers.Add()([y, shortcut]))
+    return _output(layers.GlobalAveragePooling2D()(x), config)
+
+
+def weights_hint(name: str) -> str:
+    """Where a user puts ImageNet weights for a backbone when this machine cannot download them."""
+    spec = BACKBONES[name]
+    return (
+        f"ImageNet weights for {spec.constructor} could not be downloaded. Put the file '{spec.weights_file}' "
+        f"into {Path('~/.keras/models').expanduser()} (Keras looks there before downloading), or choose it as a "
+        "local weights file, or train with weights 'none' (from scratch)."
+    )
+
+
+def _backbone(config: ModelConfig):
+    spec = BACKBONES[config.name]
+    constructor = getattr(keras.applications, spec.constructor)
+    shape = (config.image_size, config.image_size, 3)
+    weights = config.weights
+    if weights == "imagenet":
+        try:
+            return constructor(include_top=False, weights="imagenet", input_shape=shape)
+        except Exception as exc:  # noqa: BLE001 - offline downloads fail with URL, socket and HTTP errors alike
+            raise WeightsUnavailable(weights_hint(config.name)) from exc
+    base = constructor(include_top=False, weights=None, input_shape=shape)
+    if weights not in ("none", "", None):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailable(f"The weights file {path} does not exist. {weights_hint(config.name)}")
+        try:
+            base.load_weights(str(path))
+        except Exception as exc:  # noqa: BLE001 - h5/keras loaders raise many types for a wrong file
+            raise WeightsUnavailable(
+                f"{path.name} does not fit {spec.constructor} without its top ({exc}). Use '{spec.weights_file}'."
+            ) from exc
+    return base
+
+
+def _freeze(base, config: ModelConfig) -> None:
+    if config.freeze == "full":
+        base.trainable = True
+    elif config.freeze == "feature_extraction":
+        base.trainable = False
+    else:  # fine-tune the last N layers; BatchNorm stays frozen so its statistics are not wrecked
+        base.trainable = True
+        for layer in base.layers[: -config.fine_tune_layers or None]:
+            layer.trainable = False
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Build (not compile) a model taking (S, S, channels) images valued 0-255."""
+    if config.name not in MODEL_NAMES:
+        raise MedImageError(f"Unknown model '{config.name}'. Choose one of: {', '.join(MODEL_NAMES)}.")
+    if config.head not in HEADS:
+        raise MedImageError(f"Unknown head '{config.head}'. Choose one of: {', '.join(HEADS)}.")
+    if config.head == "binary" and config.n_classes != 2:
+        raise MedImageError(f"A binary head needs exactly 2 classes; this dataset has {config.n_classes}.")
+    inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+    if config.name in SCRATCH:
+        builder = {"smallnet": _smallnet, "cifar_cnn": _cifar_cnn, "mlp": _mlp, "resnet18": _resnet18}[config.name]
+        return keras.Model(inputs, builder(inputs, config), name=config.name)
+    if config.freeze not in FREEZE_MODES:
+        raise MedImageError(f"Unknown freeze mode '{config.freeze}'. Choose one of: {', '.join(FREEZE_MODES)}.")
+    base = _backbone(config)
+    _freeze(base, config)
+    x = inputs if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
+    x = BackbonePreprocess(BACKBONES[config.name].module, name="preprocess")(x)
+    # training=False keeps BatchNorm in inference mode when the base is frozen (the Keras fine-tuning recipe)
+    x = base(x, training=False if config.freeze != "full" else None)
+    return keras.Model(inputs, _head(x, config), name=config.name)

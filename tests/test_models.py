@@ -1,0 +1,76 @@
+"""The model zoo: every model builds with weights=None, gives the right output, and loads in safe mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from core.errors import MedImageError
+from core.models import BACKBONES, MODEL_NAMES, ModelConfig, WeightsUnavailable, build_model
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_each_model_builds_and_predicts(name: str) -> None:
+    channels = 1 if name in ("smallnet", "mlp") else 3
+    head = "multiclass" if name in ("vgg16", "resnet18") else "binary"
+    n_classes = 3 if head == "multiclass" else 2
+    config = ModelConfig(name=name, image_size=96, channels=channels, n_classes=n_classes, head=head, weights="none")
+    model = build_model(config)
+    out = model.predict(np.random.default_rng(0).uniform(0, 255, (2, 96, 96, channels)).astype("float32"), verbose=0)
+    assert out.shape == (2, n_classes if head == "multiclass" else 1)
+    if head == "multiclass":
+        np.testing.assert_allclose(out.sum(axis=1), 1, rtol=1e-4)
+    else:
+        assert ((0 <= out) & (out <= 1)).all()
+
+
+def test_ordinal_head_and_grayscale_backbone() -> None:
+    model = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=1, n_classes=5, head="ordinal"))
+    assert model.output_shape == (None, 1) and model.get_layer("prediction").activation.__name__ == "linear"
+    assert model.get_layer("gray_to_rgb") is not None
+
+
+def test_freeze_modes() -> None:
+    frozen = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, freeze="feature_extraction"))
+    tuned = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, freeze="fine_tune", fine_tune_layers=10))
+    full = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, freeze="full"))
+    counts = [len(m.trainable_weights) for m in (frozen, tuned, full)]
+    assert counts[0] < counts[1] < counts[2]
+
+
+def test_saved_model_loads_in_safe_mode(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=1))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.full((1, 64, 64, 1), 128, "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
+
+
+def test_local_weights_file_and_offline_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+    first = base.layers[1].get_weights()[0]
+    path = tmp_path / "mobilenet_notop.weights.h5"
+    base.save_weights(path)
+    model = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, weights=str(path)))
+    np.testing.assert_allclose(model.get_layer("mobilenetv2_1.00_96").layers[1].get_weights()[0], first)
+    with pytest.raises(WeightsUnavailable, match=BACKBONES["mobilenetv2"].weights_file):
+        build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, weights=str(tmp_path / "missing.h5")))
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: Name or service not known")  # what Keras raises without a network
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    with pytest.raises(WeightsUnavailable, match=r"vgg16_weights_tf_dim_ordering_tf_kernels_notop\.h5.*\.keras/models.*'none'"):
+        build_model(ModelConfig(name="vgg16", image_size=64, channels=3, weights="imagenet"))
+
+
+def test_bad_configurations_are_refused() -> None:
+    with pytest.raises(MedImageError, match="Unknown model"):
+        build_model(ModelConfig(name="alexnet"))
+    with pytest.raises(MedImageError, match="binary head needs exactly 2"):
+        build_model(ModelConfig(n_classes=3, head="binary"))
+    assert ModelConfig.from_dict(ModelConfig(dense=(64, 32)).to_dict()) == ModelConfig(dense=(64, 32))
