@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
+from core.models import MODEL_NAMES, SCRATCH
 
 
 def _read(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,6 +45,40 @@ def _scan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core import jobs
+    from core.runs import create_run, read_status
+    from core.train import TrainConfig, run_job
+
+    if args.run:  # the worker: run an existing run folder in this process, then hand the slot on
+        state = run_job(Path(args.run))
+        jobs.start_next_queued(Path(args.run).parent)
+        return {"run": args.run, "state": state}
+    defaults = TrainConfig()
+    model = replace(defaults.model, name=args.model, image_size=args.image_size, weights=args.weights,
+                    channels=args.channels or (1 if args.model in SCRATCH else 3))
+    config = TrainConfig(data=args.data, model=model, epochs=args.epochs,
+                         pipeline=replace(defaults.pipeline, image_size=args.image_size, channels=model.channels,
+                                          batch_size=args.batch_size))
+    run = create_run(config.to_dict(), Path(args.runs_dir) if args.runs_dir else None)
+    if args.background:
+        return {"run": str(run), "state": jobs.start(run)}
+    (run / ".claimed").touch()
+    state = run_job(run, verbose=0 if args.json else 2)
+    return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_metric", "best_value", "message")}}
+
+
+def _runs(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core.runs import list_runs
+
+    table = list_runs(Path(args.runs_dir) if args.runs_dir else None)
+    return {"runs": table.drop(columns="path").to_dict(orient="records")}
+
+
 def _print_human(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
@@ -60,19 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("file")
     read.add_argument("--frame", type=int, default=None, help="frame of a multi-frame file")
     read.add_argument("--json", action="store_true")
-    read.set_defaults(run=_read)
+    read.set_defaults(run_command=_read)
     scan = sub.add_parser("scan", help="scan a dataset source (folder, CSV, zip or 'demo')")
     scan.add_argument("source")
     scan.add_argument("--seed", type=int, default=0, help="seed of the split, when the source has none")
     scan.add_argument("--json", action="store_true")
-    scan.set_defaults(run=_scan)
+    scan.set_defaults(run_command=_scan)
+    train = sub.add_parser("train", help="train a model (foreground by default) and print the run folder")
+    train.add_argument("--data", default="demo", help="dataset source: demo, a folder, a CSV, a zip, saved:<name>")
+    train.add_argument("--model", default="smallnet", choices=MODEL_NAMES)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--image-size", type=int, default=128)
+    train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 1 for scratch models, 3 for backbones")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
+    train.add_argument("--runs-dir", default=None)
+    train.add_argument("--background", action="store_true", help="start as a separate job and return at once")
+    train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run_command=_train)
+    runs = sub.add_parser("runs", help="list training runs with their state")
+    runs.add_argument("--runs-dir", default=None)
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(run_command=_runs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        result = args.run_command(args)
     except MedImageError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))

@@ -1,0 +1,78 @@
+"""Starting training jobs as separate processes, with a simple queue.
+
+Training never runs inside the dashboard: `start` spawns `python -m core train --run DIR` in its
+own process session (it survives a dashboard restart). At most `max_running` jobs run at once;
+the others stay 'queued', and each job, when it ends, starts the oldest queued run. Claiming a run
+is an exclusive file create, so two starters never launch the same run twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.paths import PROJECT_ROOT, models_dir
+from core.runs import effective_state, read_status, write_status
+
+DEFAULT_MAX_RUNNING = int(os.environ.get("MEDIMAGE_MAX_JOBS", "1"))
+
+
+def _claim(run: Path) -> bool:
+    try:
+        fd = os.open(run / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _spawn(run: Path) -> subprocess.Popen:
+    log = open(run / "job.out", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "core", "train", "--run", str(run)],
+        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=os.environ.copy(),
+    )
+
+
+def running_count(runs_dir: Path) -> int:
+    """Jobs running, plus those claimed but not yet started (their process is still importing)."""
+    count = 0
+    for run in runs_dir.iterdir():
+        if not run.is_dir():
+            continue
+        state = effective_state(read_status(run))
+        count += state == "running" or (state == "queued" and (run / ".claimed").exists())
+    return count
+
+
+def start(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
+    """Start the run now if a slot is free ('running'), else leave it 'queued'."""
+    run = Path(run)
+    if running_count(run.parent) >= max_running:
+        return "queued"
+    if not _claim(run):
+        return "queued"
+    _spawn(run)
+    return "running"
+
+
+def resume(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
+    """Queue a stopped, failed or interrupted run again; it continues from last.keras."""
+    run = Path(run)
+    (run / ".claimed").unlink(missing_ok=True)
+    write_status(run, state="queued", message="")
+    return start(run, max_running)
+
+
+def start_next_queued(runs_dir: Path | None = None, max_running: int = DEFAULT_MAX_RUNNING) -> Path | None:
+    """Start the oldest queued run if a slot is free (jobs call this as they end)."""
+    runs_dir = Path(runs_dir or models_dir())
+    for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if read_status(run).get("state") == "queued" and not (run / ".claimed").exists():
+            if start(run, max_running) == "running":
+                return run
+            return None
+    return None

@@ -1,0 +1,170 @@
+"""Run folders: the one API for what a training job writes and what pages read.
+
+A run is a folder under the models directory:
+    config.json     what the job was started with
+    status.json     state, pid, host, heartbeat, epoch, best metric, ETA, message
+    metrics.csv     one row per epoch;  batches.csv: one row every N batches
+    control.json    requests from the page (stop now / after epoch, extend, new LR), consumed by the job
+    log.txt         the job's output
+    best.keras, last.keras (with optimizer state), final.keras
+Every file is replaced atomically, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.atomic import write_json
+from core.paths import models_dir
+
+STATES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
+FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
+HEARTBEAT_TIMEOUT_S = 120.0
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def create_run(config: dict[str, Any], runs_dir: Path | None = None) -> Path:
+    """A new, uniquely named run folder holding config.json and a 'queued' status.
+
+    The folder is made with an exclusive mkdir, so two starts at the same moment get two runs.
+    """
+    runs_dir = Path(runs_dir or models_dir())
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    model = str(config.get("model", {}).get("name", "model"))
+    while True:
+        name = f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{secrets.token_hex(2)}"
+        try:
+            (runs_dir / name).mkdir()
+            break
+        except FileExistsError:
+            continue
+    run = runs_dir / name
+    write_json(run / "config.json", config)
+    write_status(run, state="queued", created=now_iso())
+    return run
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def read_status(run: Path) -> dict[str, Any]:
+    """status.json, or a status that says what is wrong with it (never raises)."""
+    try:
+        status = read_json(Path(run) / "status.json")
+        if not isinstance(status, dict):
+            raise ValueError("not an object")
+        return status
+    except FileNotFoundError:
+        return {"state": "unknown", "message": "status.json is missing"}
+    except (OSError, ValueError) as exc:
+        return {"state": "unknown", "message": f"status.json is unreadable ({exc})"}
+
+
+def write_status(run: Path, **changes: Any) -> dict[str, Any]:
+    """Merge changes into status.json (atomically) and return the new status."""
+    status = read_status(run)
+    if status.get("state") == "unknown":
+        status = {}
+    status.update(changes)
+    write_json(Path(run) / "status.json", status)
+    return status
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed, not yet reaped by its parent) is not alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def effective_state(status: dict[str, Any]) -> str:
+    """The state to show: a 'running' job whose process is gone (or silent too long) is 'interrupted'."""
+    state = status.get("state", "unknown")
+    if state != "running":
+        return state
+    if status.get("host") == socket.gethostname() and status.get("pid") and not _pid_alive(int(status["pid"])):
+        return "interrupted"
+    if time.time() - float(status.get("heartbeat_ts", time.time())) > HEARTBEAT_TIMEOUT_S:
+        return "interrupted"
+    return state
+
+
+def request(run: Path, **changes: Any) -> None:
+    """Ask the job for something: stop='now'|'after_epoch', extend=N, lr=float. Merged with pending requests."""
+    path = Path(run) / "control.json"
+    try:
+        pending = read_json(path)
+    except (OSError, ValueError):
+        pending = {}
+    if "extend" in changes and "extend" in pending:
+        changes["extend"] = int(changes["extend"]) + int(pending["extend"])
+    write_json(path, {**pending, **changes})
+
+
+def take_requests(run: Path) -> dict[str, Any]:
+    """The pending requests, removed from the folder (the job calls this)."""
+    path = Path(run) / "control.json"
+    taken = path.with_name(f".control-{os.getpid()}.json")
+    try:
+        os.replace(path, taken)
+    except FileNotFoundError:
+        return {}
+    try:
+        return read_json(taken)
+    except (OSError, ValueError):
+        return {}
+    finally:
+        taken.unlink(missing_ok=True)
+
+
+def read_metrics(run: Path, name: str = "metrics.csv") -> pd.DataFrame:
+    try:
+        return pd.read_csv(Path(run) / name)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+    except (OSError, ValueError, pd.errors.ParserError):
+        return pd.DataFrame()
+
+
+def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
+    """One row per run folder, newest first: name, state, model, dataset, epoch, best, message."""
+    runs_dir = Path(runs_dir or models_dir())
+    rows = []
+    for run in sorted((p for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").exists()), reverse=True):
+        status = read_status(run)
+        try:
+            config = read_json(run / "config.json")
+        except (OSError, ValueError) as exc:
+            config = {"error": str(exc)}
+        rows.append({
+            "run": run.name,
+            "state": effective_state(status),
+            "model": config.get("model", {}).get("name", "?"),
+            "dataset": config.get("data", "?"),
+            "epoch": f"{status.get('epoch', 0)}/{status.get('epochs', config.get('epochs', '?'))}",
+            "best": status.get("best_value"),
+            "started": status.get("started", status.get("created", "")),
+            "message": status.get("message", "") or config.get("error", ""),
+            "path": str(run),
+        })
+    return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "path"])

@@ -1,0 +1,242 @@
+"""The training job: runs in its own process, owns its run folder, honours the page's requests.
+
+`run_job(run)` reads config.json, builds the pipeline and the model (or resumes `last.keras` with
+its optimizer state at the right epoch), trains with Keras callbacks, and keeps status.json,
+metrics and checkpoints current. Extending a finished fit starts another `fit` from where it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from core.atomic import write_json, write_text
+from core.augment import AugmentConfig
+from core.dataset_store import open_source
+from core.models import ModelConfig, build_model
+from core.pipeline import PipelineConfig, make_dataset
+from core.runs import now_iso, read_json, read_metrics, read_status, take_requests, write_status
+from core.splits import class_weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a job needs; saved as config.json."""
+
+    data: str = "demo"  # any source the Dataset page opens: 'demo', a folder, 'saved:<name>', ...
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    class_weighting: bool = True
+    early_stopping_patience: int = 5  # 0 = off; min_delta 1e-3 on val_loss (the seed's 1.0 never fired)
+    reduce_lr_patience: int = 2  # 0 = off; halves the LR when val_loss stalls
+    monitor: str = "val_loss"  # best checkpoint on val_loss (min) or val_auc (max)
+    batch_log_every: int = 10
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto" (on a GPU with tensor cores), "on", "off"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["augment"] = self.augment.to_dict() if self.augment else None
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        values = dict(values)
+        values["model"] = ModelConfig.from_dict(values.get("model", {}))
+        values["pipeline"] = PipelineConfig(**values.get("pipeline", {}))
+        values["augment"] = AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    """Keras writes .keras files in place; write beside and rename so readers never load half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Status heartbeat, metrics files, best/last checkpoints, and the page's control requests."""
+
+    def __init__(self, run: Path, config: TrainConfig, steps: int, initial_epoch: int = 0) -> None:
+        super().__init__()
+        self.run, self.config, self.steps, self.initial_epoch = run, config, steps, initial_epoch
+        self.epochs = config.epochs
+        self.extend = 0
+        self.stopped_by_user = False
+        self._stop_after_epoch = False
+        self._epoch_start = time.time()
+        self._epoch = 0
+        self._history = pd.DataFrame()
+        self._batches: list[dict[str, float]] = []
+        status = read_status(run)
+        self.best = status.get("best_value")
+        self._mode = "max" if "auc" in config.monitor else "min"
+
+    def _lr(self) -> float:
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def _handle_requests(self) -> None:
+        requests = take_requests(self.run)
+        if not requests:
+            return
+        if "lr" in requests:
+            self.model.optimizer.learning_rate.assign(float(requests["lr"]))
+            self._log(f"learning rate set to {float(requests['lr']):g} from the page")
+        if requests.get("extend"):
+            self.extend += int(requests["extend"])
+            self.epochs += int(requests["extend"])
+            write_status(self.run, epochs=self.epochs)
+            self._log(f"extended by {int(requests['extend'])} epochs to {self.epochs}")
+        if requests.get("stop") == "now":
+            self.stopped_by_user = True
+            self.model.stop_training = True
+            self._log("stop requested: stopping now")
+        elif requests.get("stop") == "after_epoch":
+            self._stop_after_epoch = True
+            self._log("stop requested: stopping after this epoch")
+
+    def _log(self, line: str) -> None:
+        with open(self.run / "log.txt", "a") as fh:
+            fh.write(f"{now_iso()} {line}\n")
+
+    def on_train_begin(self, logs=None) -> None:
+        history = read_metrics(self.run)
+        # after a crash, rows past the checkpoint being resumed would be trained again: drop them
+        self._history = history[history["epoch"] <= self.initial_epoch] if len(history) else history
+        self._handle_requests()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch, self._epoch_start = epoch, time.time()
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if (batch + 1) % self.config.batch_log_every == 0 or batch + 1 == self.steps:
+            row = {"epoch": self._epoch + 1, "batch": batch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            self._batches.append(row)
+            write_text(self.run / "batches.csv", pd.DataFrame(self._batches).to_csv(index=False))
+            write_status(self.run, heartbeat=now_iso(), heartbeat_ts=time.time(), batch=batch + 1, steps=self.steps)
+            self._handle_requests()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        row = {"epoch": epoch + 1, "lr": self._lr(), "seconds": round(time.time() - self._epoch_start, 2), **logs}
+        self._history = pd.concat([self._history, pd.DataFrame([row])], ignore_index=True)
+        write_text(self.run / "metrics.csv", self._history.to_csv(index=False))
+        value = logs.get(self.config.monitor)
+        improved = value is not None and (
+            self.best is None or (value < self.best if self._mode == "min" else value > self.best)
+        )
+        if improved:
+            self.best = value
+            save_model_atomic(self.model, self.run / "best.keras")
+        save_model_atomic(self.model, self.run / "last.keras")
+        write_json(self.run / "last.json", {"epoch": epoch + 1})  # the epoch last.keras holds, for resume
+        eta = (self.epochs - epoch - 1) * float(self._history["seconds"].tail(3).mean())
+        write_status(
+            self.run, epoch=epoch + 1, epochs=self.epochs, best_metric=self.config.monitor, best_value=self.best,
+            eta_s=round(eta, 1), heartbeat=now_iso(), heartbeat_ts=time.time(), lr=self._lr(),
+        )
+        self._log(f"epoch {epoch + 1}/{self.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+        self._handle_requests()
+        if self._stop_after_epoch:
+            self.stopped_by_user = True
+            self.model.stop_training = True
+
+
+def _compile(model: keras.Model, config: TrainConfig) -> None:
+    head = config.model.head
+    loss = {"binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy", "ordinal": "mse"}[head]
+    metrics: list[Any] = {
+        "binary": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        "multiclass": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        "ordinal": [keras.metrics.MeanAbsoluteError(name="mae")],
+    }[head]
+    optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[config.optimizer]
+    model.compile(optimizer=optimizer(learning_rate=config.learning_rate), loss=loss, metrics=metrics)
+
+
+def _set_precision(config: TrainConfig) -> str:
+    from core.device_info import device_summary
+
+    on = config.mixed_precision == "on" or (config.mixed_precision == "auto" and device_summary()["mixed_precision"])
+    policy = "mixed_float16" if on else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def run_job(run: Path, verbose: int = 2) -> str:
+    """Train (or resume) the run in this process; returns the final state. verbose: Keras fit output."""
+    run = Path(run)
+    write_status(run, state="running", pid=os.getpid(), host=socket.gethostname(), started=now_iso(),
+                 heartbeat=now_iso(), heartbeat_ts=time.time(), message="")
+    try:
+        config = TrainConfig.from_dict(read_json(run / "config.json"))
+        keras.utils.set_random_seed(config.seed)
+        policy = _set_precision(config)
+        dataset = open_source(config.data)
+        classes = dataset.classes
+        table = dataset.table
+        train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+        train_ds = make_dataset(train, classes, config.pipeline, config.augment, shuffle=True)
+        val_ds = make_dataset(val, classes, config.pipeline) if len(val) else None
+        weights = None
+        if config.class_weighting and config.model.head != "ordinal":
+            by_label = class_weights(train["label"])
+            weights = {classes.index(label): w for label, w in by_label.items()}
+        last = run / "last.keras"
+        status = read_status(run)
+        if last.exists():
+            model = keras.saving.load_model(last, safe_mode=True)  # compiled, with optimizer state
+            initial_epoch = int(read_json(run / "last.json").get("epoch", 0))
+        else:
+            model = build_model(config.model)
+            _compile(model, config)
+            initial_epoch = 0
+        steps = int(np.ceil(len(train) / config.pipeline.batch_size))
+        recorder = RunRecorder(run, config, steps, initial_epoch)
+        recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs)
+        write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch)
+        callbacks: list[keras.callbacks.Callback] = [recorder]
+        if config.early_stopping_patience and val_ds is not None:
+            callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience))
+        if config.reduce_lr_patience and val_ds is not None:
+            callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=config.reduce_lr_patience))
+        epoch = initial_epoch
+        while epoch < recorder.epochs and not recorder.stopped_by_user:
+            history = model.fit(train_ds, validation_data=val_ds, epochs=recorder.epochs, initial_epoch=epoch,
+                                class_weight=weights, callbacks=callbacks, verbose=verbose)
+            done = len(history.epoch)
+            epoch = epoch + done
+            if done == 0 or (model.stop_training and not recorder.extend):
+                break  # early stopping (or a stop) ended it; an extend request during the fit continues it
+            recorder.extend = 0
+        save_model_atomic(model, run / "final.keras")
+        if not (run / "best.keras").exists() and (run / "last.keras").exists():
+            shutil.copyfile(run / "last.keras", run / "best.keras")
+        state = "stopped" if recorder.stopped_by_user else "completed"
+        write_status(run, state=state, finished=now_iso(), heartbeat=now_iso(), heartbeat_ts=time.time(), eta_s=0)
+        return state
+    except Exception as exc:  # noqa: BLE001 - the job reports every failure in its status
+        write_text(run / "error.txt", traceback.format_exc())
+        write_status(run, state="failed", finished=now_iso(), message=f"{type(exc).__name__}: {exc}")
+        return "failed"

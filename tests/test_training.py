@@ -1,0 +1,125 @@
+"""Training jobs for real: separate processes on the demo set, SIGKILL and resume, stop/extend requests,
+concurrent starts, the queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from core import jobs
+from core.models import ModelConfig
+from core.pipeline import PipelineConfig
+from core.runs import create_run, effective_state, list_runs, read_metrics, read_status, request
+from core.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _config(epochs: int = 2, size: int = 32, **kw) -> dict:
+    return TrainConfig(
+        data="demo", epochs=epochs, model=ModelConfig(name="smallnet", image_size=size, channels=1),
+        pipeline=PipelineConfig(image_size=size, channels=1, batch_size=16), batch_log_every=2, **kw,
+    ).to_dict()
+
+
+def _wait(run: Path, predicate, timeout: float = 180) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = read_status(run)
+        if predicate(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"timed out; status {read_status(run)}; log:\n{(run / 'job.out').read_text() if (run / 'job.out').exists() else ''}")
+
+
+def _done(status: dict) -> bool:
+    return status.get("state") in ("completed", "stopped", "failed")
+
+
+def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
+    run = create_run(_config(), tmp_path)
+    assert jobs.start(run) == "running"
+    status = _wait(run, _done)
+    assert status["state"] == "completed", status
+    for name in ("config.json", "status.json", "metrics.csv", "batches.csv", "log.txt", "best.keras", "last.keras", "final.keras"):
+        assert (run / name).stat().st_size > 0, name
+    metrics = read_metrics(run)
+    assert metrics["epoch"].tolist() == [1, 2] and {"loss", "val_loss", "accuracy", "val_auc", "lr"} <= set(metrics.columns)
+    assert status["epoch"] == 2 and status["best_metric"] == "val_loss" and status["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert list_runs(tmp_path).iloc[0]["state"] == "completed"
+
+
+def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
+    run = create_run(_config(epochs=4, size=64), tmp_path)
+    jobs.start(run)
+    status = _wait(run, lambda s: s.get("epoch", 0) >= 1 and s.get("state") == "running")
+    os.kill(int(status["pid"]), signal.SIGKILL)
+    deadline = time.time() + 10
+    while effective_state(read_status(run)) != "interrupted" and time.time() < deadline:
+        time.sleep(0.1)
+    assert effective_state(read_status(run)) == "interrupted"
+    assert list_runs(tmp_path).iloc[0]["state"] == "interrupted"
+    json.loads((run / "status.json").read_text())  # nothing half-written
+    resumed_from = json.loads((run / "last.json").read_text())["epoch"]
+    assert resumed_from >= 1
+    assert jobs.resume(run) == "running"
+    status = _wait(run, _done)
+    assert status["state"] == "completed" and status["epoch"] == 4
+    assert read_metrics(run)["epoch"].tolist() == [1, 2, 3, 4]
+    assert f"epoch {resumed_from + 1}/4" in (run / "log.txt").read_text()
+
+
+def test_extend_and_stop_after_epoch_requests(tmp_path: Path) -> None:
+    extended = create_run(_config(epochs=2), tmp_path)
+    request(extended, extend=1)
+    jobs.start(extended)
+    status = _wait(extended, _done)
+    assert status["state"] == "completed" and status["epoch"] == 3 and status["epochs"] == 3
+
+    stopped = create_run(_config(epochs=5), tmp_path)
+    request(stopped, stop="after_epoch", lr=5e-4)
+    jobs.start(stopped)
+    status = _wait(stopped, _done)
+    assert status["state"] == "stopped" and status["epoch"] == 1
+    assert read_metrics(stopped)["lr"].iloc[0] == pytest.approx(5e-4)
+
+
+def test_concurrent_starts_get_two_runs_and_the_queue_waits(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: create_run(_config(epochs=2), tmp_path), range(2)))
+    assert runs[0] != runs[1] and all((r / "config.json").exists() for r in runs)
+    assert jobs.start(runs[0], max_running=1) == "running"
+    assert jobs.start(runs[1], max_running=1) == "queued"
+    assert read_status(runs[1])["state"] == "queued"
+    _wait(runs[0], _done)
+    status = _wait(runs[1], _done)  # the first job hands its slot to the queued one as it ends
+    assert status["state"] == "completed"
+
+
+def test_cli_train_and_runs_json(tmp_path: Path) -> None:
+    env = {**os.environ, "MEDIMAGE_MODELS_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "train", "--epochs", "1", "--image-size", "32", "--json"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["state"] == "completed" and Path(out["run"]).parent == tmp_path
+    listed = subprocess.run([sys.executable, "-m", "core", "runs", "--json"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(listed.stdout)["runs"][0]["state"] == "completed"
+
+
+def test_corrupt_status_is_listed_with_its_problem(tmp_path: Path) -> None:
+    run = create_run(_config(), tmp_path)
+    (run / "status.json").write_text('{"state": "runn')
+    row = list_runs(tmp_path).iloc[0]
+    assert row["state"] == "unknown" and "unreadable" in row["message"]
