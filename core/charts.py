@@ -62,3 +62,34 @@ def size_histograms_figure(table: pd.DataFrame) -> go.Figure:
             )
     fig.update_layout(template=TEMPLATE, barmode="overlay", height=280, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def training_curves_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Per-epoch curves: loss, accuracy/AUC (train and validation) and the learning rate."""
+    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("auc", "AUC"), ("mae", "MAE")]
+    panels = [(key, title) for key, title in panels if key in metrics]
+    titles = [title for _, title in panels] + (["learning rate"] if "lr" in metrics else [])
+    fig = make_subplots(rows=1, cols=max(len(titles), 1), subplot_titles=titles)
+    for col, (key, _) in enumerate(panels, 1):
+        for prefix, color, name in (("", SPLIT_COLORS["train"], "train"), ("val_", SPLIT_COLORS["val"], "validation")):
+            if prefix + key in metrics:
+                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[prefix + key], mode="lines+markers", name=name,
+                                         line_color=color, legendgroup=name, showlegend=col == 1), row=1, col=col)
+    if "lr" in metrics:
+        fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["lr"], mode="lines+markers", name="lr", line_color="#555",
+                                 showlegend=False), row=1, col=len(titles))
+        fig.update_yaxes(type="log", row=1, col=len(titles))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def batch_curves_figure(batches: pd.DataFrame) -> go.Figure:
+    """Training loss (and accuracy) every N batches, on a continuous epoch axis."""
+    steps = batches["epoch"] - 1 + batches["batch"] / batches.groupby("epoch")["batch"].transform("max")
+    fig = go.Figure()
+    for key, color in (("loss", SPLIT_COLORS["train"]), ("accuracy", SPLIT_COLORS["test"])):
+        if key in batches:
+            fig.add_trace(go.Scatter(x=steps, y=batches[key], mode="lines", name=f"batch {key}", line_color=color))
+    fig.update_layout(template=TEMPLATE, height=240, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch")
+    return fig

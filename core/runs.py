@@ -168,3 +168,14 @@ def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
             "path": str(run),
         })
     return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "path"])
+
+
+def delete_run(run: Path) -> None:
+    """Remove a run folder; a running job must be stopped first."""
+    import shutil
+
+    from core.errors import MedImageError
+
+    if effective_state(read_status(run)) in ("running",):
+        raise MedImageError("This run is still training. Stop it first, then delete it.")
+    shutil.rmtree(run)

@@ -96,7 +96,7 @@ class RunRecorder(keras.callbacks.Callback):
     def _lr(self) -> float:
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    def _handle_requests(self) -> None:
+    def handle_requests(self) -> None:
         requests = take_requests(self.run)
         if not requests:
             return
@@ -124,7 +124,7 @@ class RunRecorder(keras.callbacks.Callback):
         history = read_metrics(self.run)
         # after a crash, rows past the checkpoint being resumed would be trained again: drop them
         self._history = history[history["epoch"] <= self.initial_epoch] if len(history) else history
-        self._handle_requests()
+        self.handle_requests()
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._epoch, self._epoch_start = epoch, time.time()
@@ -135,7 +135,7 @@ class RunRecorder(keras.callbacks.Callback):
             self._batches.append(row)
             write_text(self.run / "batches.csv", pd.DataFrame(self._batches).to_csv(index=False))
             write_status(self.run, heartbeat=now_iso(), heartbeat_ts=time.time(), batch=batch + 1, steps=self.steps)
-            self._handle_requests()
+            self.handle_requests()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -157,7 +157,7 @@ class RunRecorder(keras.callbacks.Callback):
             eta_s=round(eta, 1), heartbeat=now_iso(), heartbeat_ts=time.time(), lr=self._lr(),
         )
         self._log(f"epoch {epoch + 1}/{self.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()))
-        self._handle_requests()
+        self.handle_requests()
         if self._stop_after_epoch:
             self.stopped_by_user = True
             self.model.stop_training = True
@@ -216,6 +216,8 @@ def run_job(run: Path, verbose: int = 2) -> str:
         recorder = RunRecorder(run, config, steps, initial_epoch)
         recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs)
         write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch)
+        recorder.set_model(model)
+        recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.early_stopping_patience and val_ds is not None:
             callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience))

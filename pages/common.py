@@ -13,6 +13,7 @@ from core.dataset_store import SAVED_PREFIX, open_source
 from core.device_info import device_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
+from core.runs import list_runs
 
 DATASET_KEY = "dataset_source"
 
@@ -105,8 +106,9 @@ def sidebar(dataset_source: str) -> None:
     with st.sidebar:
         st.caption("Active dataset")
         st.markdown(f"**{source_label(dataset_source)}**")
-        st.caption("Active model")
-        st.markdown("none yet: train one on the Train page")
+        st.caption("Latest run")
+        runs = list_runs()
+        st.markdown(f"{runs.iloc[0]['run']} ({runs.iloc[0]['state']})" if len(runs) else "none yet: train one on the Train page")
         info = device()
         st.caption("Device")
         st.markdown(f"{info['device']} · TensorFlow {info['tensorflow']} · Keras {info['keras']}")

@@ -32,7 +32,8 @@ if dataset is not None:
 
 st.subheader("Pages")
 st.page_link("pages/dataset.py", label="Dataset: open a folder, CSV or zip; counts, sizes, skipped files", icon=":material/photo_library:")
-st.page_link("pages/lab.py", label="Preprocessing lab: normalisations and morphology on one image", icon=":material/tune:")
+st.page_link("pages/lab.py", label="Preprocessing lab: normalisations, morphology and augmentation on one image", icon=":material/tune:")
+st.page_link("pages/train.py", label="Train: a background job with live curves; stop, extend, resume", icon=":material/model_training:")
 
 with st.expander("Device"):
     info = device()

@@ -156,3 +156,38 @@ def test_lab_page_augmentation_preview() -> None:
     at.selectbox(key="aug_flip").set_value("horizontal_and_vertical").run()
     assert not at.exception
     assert len(at.get("image")) >= 3
+
+
+@pytest.mark.slow
+def test_train_page_starts_a_job_and_shows_it() -> None:
+    import time
+
+    from core.runs import effective_state, list_runs, read_status
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    at.number_input(key="train_size").set_value(32)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
+    run = Path(list_runs().iloc[0]["path"])
+    deadline = time.time() + 180
+    while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    assert read_status(run)["state"] == "completed", read_status(run)
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= 1  # the curves of the finished run
+    assert any("completed" in p.proto.text for p in at.get("progress"))
+
+
+def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_model").set_value("vgg16")
+    at.selectbox(key="train_weights").set_value("local file")
+    at.text_input(key="train_weights_file").input("/nowhere/vgg16.h5")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in e.value for e in at.error)

@@ -56,6 +56,11 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     assert metrics["epoch"].tolist() == [1, 2] and {"loss", "val_loss", "accuracy", "val_auc", "lr"} <= set(metrics.columns)
     assert status["epoch"] == 2 and status["best_metric"] == "val_loss" and status["classes"] == ["NORMAL", "PNEUMONIA"]
     assert list_runs(tmp_path).iloc[0]["state"] == "completed"
+    # a finished run can be extended and resumed: it continues from last.keras
+    request(run, extend=1)
+    assert jobs.resume(run) == "running"
+    status = _wait(run, lambda s: s.get("state") == "completed" and s.get("epoch") == 3)
+    assert read_metrics(run)["epoch"].tolist() == [1, 2, 3]
 
 
 def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:

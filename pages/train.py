@@ -1,0 +1,130 @@
+"""Train: start a job (a separate process), watch it live, and steer it."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import jobs
+from core.augment import AugmentConfig
+from core.charts import batch_curves_figure, training_curves_figure
+from core.dataset_store import SAVED_PREFIX, list_definitions
+from core.errors import MedImageError
+from core.models import BACKBONES, MODEL_NAMES, SCRATCH, ModelConfig, WeightsUnavailable, build_model
+from core.pipeline import PipelineConfig
+from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
+from core.train import TrainConfig
+from pages.common import active_dataset_name, source_label
+
+st.title("Train")
+
+# ---- the form -----------------------------------------------------------------------------------
+sources = [active_dataset_name()] + [SAVED_PREFIX + d["name"] for d in list_definitions() if not d.get("error")]
+with st.form("train_form"):
+    cols = st.columns(3)
+    data = cols[0].selectbox("Dataset", list(dict.fromkeys(sources)), format_func=source_label, key="train_data")
+    model_name = cols[1].selectbox("Model", MODEL_NAMES, key="train_model",
+                                   help="Scratch models train on grayscale; backbones get 3 channels and their own preprocessing.")
+    weights = cols[2].selectbox("Weights", ["none", "imagenet", "local file"], key="train_weights",
+                                help="ImageNet weights need a download (or the file in ~/.keras/models).")
+    cols = st.columns(4)
+    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, key="train_size")
+    epochs = cols[1].number_input("Epochs", 1, 500, 10, key="train_epochs")
+    batch_size = cols[2].number_input("Batch size", 1, 512, 32, key="train_batch")
+    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="train_lr")
+    weights_file = st.text_input("Local weights file (for 'local file')", key="train_weights_file")
+    cols = st.columns(3)
+    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, key="train_augment")
+    class_weighting = cols[1].checkbox("Class weights", value=True, key="train_class_weights")
+    freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], key="train_freeze")
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    scratch = model_name in SCRATCH
+    model = ModelConfig(
+        name=model_name, image_size=int(image_size), channels=1 if scratch else 3, freeze=freeze,
+        weights="none" if scratch else (weights_file.strip() if weights == "local file" else weights),
+    )
+    config = TrainConfig(
+        data=data, model=model, epochs=int(epochs), learning_rate=float(lr), class_weighting=class_weighting,
+        pipeline=PipelineConfig(image_size=int(image_size), channels=model.channels, batch_size=int(batch_size)),
+        augment=AugmentConfig() if augment_on else None,
+    )
+    try:
+        if model.weights != "none":
+            build_model(model)  # fail here, with the message, rather than in the job
+        run = create_run(config.to_dict())
+        state = jobs.start(run)
+        st.session_state["train_selected"] = run.name
+        st.success(f"Started {run.name}" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
+    except WeightsUnavailable as exc:
+        st.error(str(exc))
+    except MedImageError as exc:
+        st.error(str(exc))
+    if not scratch and model_name in BACKBONES and weights == "none":
+        st.caption("Training a backbone from scratch on a small dataset rarely beats SmallNet.")
+
+# ---- runs and the live view ---------------------------------------------------------------------
+runs = list_runs()
+if runs.empty:
+    st.info("No runs yet. Start one above: the defaults train SmallNet on the active dataset in a few minutes on a CPU.")
+    st.stop()
+
+names = runs["run"].tolist()
+default = names.index(st.session_state["train_selected"]) if st.session_state.get("train_selected") in names else 0
+selected = st.selectbox("Run", names, index=default, key="train_run",
+                        format_func=lambda n: f"{n} ({runs.set_index('run').loc[n, 'state']})")
+run = Path(runs.set_index("run").loc[selected, "path"])
+
+
+@st.fragment(run_every=2)
+def live_view(run: Path) -> None:
+    status = read_status(run)
+    state = effective_state(status)
+    epoch, total = int(status.get("epoch", 0)), int(status.get("epochs", 1) or 1)
+    eta = status.get("eta_s")
+    st.progress(min(epoch / total, 1.0), text=f"{state} · epoch {epoch}/{total}"
+                + (f" · ETA {eta:.0f} s" if state == "running" and eta else ""))
+    if status.get("message"):
+        st.warning(status["message"])
+    if status.get("best_value") is not None:
+        st.caption(f"best {status.get('best_metric')}: {status['best_value']:.4f} · precision {status.get('precision', '?')}")
+    metrics = read_metrics(run)
+    if len(metrics):
+        st.plotly_chart(training_curves_figure(metrics), width="stretch", key=f"curves-{run.name}")
+    batches = read_metrics(run, "batches.csv")
+    if len(batches):
+        st.plotly_chart(batch_curves_figure(batches), width="stretch", key=f"batches-{run.name}")
+    log = run / "log.txt"
+    if log.exists():
+        st.code("\n".join(log.read_text().splitlines()[-8:]) or "(empty)", language=None)
+
+
+live_view(run)
+
+state = effective_state(read_status(run))
+cols = st.columns(6)
+if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop"):
+    request(run, stop="now")
+if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch"):
+    request(run, stop="after_epoch")
+extend_by = cols[2].number_input("Extend by", 1, 100, 2, key="ctl_extend_n", label_visibility="collapsed")
+if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend"):
+    request(run, extend=int(extend_by))
+new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed")
+if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr"):
+    request(run, lr=float(new_lr))
+if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
+                  help="Continue from the last checkpoint; for a completed run, extend it first or it ends at once."):
+    if state == "completed":
+        request(run, extend=int(extend_by))
+    st.info(f"Resumed: {jobs.resume(run)}")
+confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm")
+if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete"):
+    try:
+        delete_run(run)
+        st.session_state.pop("train_selected", None)
+        st.rerun()
+    except MedImageError as exc:
+        st.error(str(exc))
+
+st.dataframe(runs.drop(columns="path"), hide_index=True, width="stretch")
