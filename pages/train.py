@@ -71,8 +71,7 @@ if runs.empty:
 
 names = runs["run"].tolist()
 default = names.index(st.session_state["train_selected"]) if st.session_state.get("train_selected") in names else 0
-selected = st.selectbox("Run", names, index=default, key="train_run",
-                        format_func=lambda n: f"{n} ({runs.set_index('run').loc[n, 'state']})")
+selected = st.selectbox("Run", names, index=default, key="train_run")
 run = Path(runs.set_index("run").loc[selected, "path"])
 
 
@@ -127,4 +126,11 @@ if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "qu
     except MedImageError as exc:
         st.error(str(exc))
 
-st.dataframe(runs.drop(columns="path"), hide_index=True, width="stretch")
+
+
+@st.fragment(run_every=5)
+def runs_table() -> None:
+    st.dataframe(list_runs().drop(columns="path"), hide_index=True, width="stretch")
+
+
+runs_table()

@@ -128,3 +128,13 @@ def test_corrupt_status_is_listed_with_its_problem(tmp_path: Path) -> None:
     (run / "status.json").write_text('{"state": "runn')
     row = list_runs(tmp_path).iloc[0]
     assert row["state"] == "unknown" and "unreadable" in row["message"]
+
+
+def test_default_recipe_learns_the_demo_set(tmp_path: Path) -> None:
+    """The Train page's defaults (SmallNet, 128 px, augmentation, class weights) must learn the demo set."""
+    from core.train import run_job
+
+    config = TrainConfig(data="demo", epochs=12, early_stopping_patience=0)
+    run = create_run(config.to_dict(), tmp_path)
+    assert run_job(run, verbose=0) == "completed"
+    assert read_metrics(run)["val_accuracy"].max() >= 0.9
