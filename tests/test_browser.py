@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -127,3 +128,23 @@ def test_chest_xray_folder_in_chromium(server_url: str, page) -> None:
     page.wait_for_timeout(2000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(ARTIFACTS / "chest_xray_lab.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
+    """Start a run on the demo set, watch the curves move, extend by 2, stop, resume, see it complete."""
+    page.goto(f"{server_url}/train")
+    page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
+    page.get_by_role("spinbutton", name="Epochs").fill("10")  # 128 px: about a second an epoch
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"running · epoch [1-5]/10")).first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the curves are there and moving
+    page.get_by_role("button", name="Extend by 2").click()
+    page.get_by_text(re.compile(r"running · epoch \d+/12")).first.wait_for(timeout=60_000)
+    page.get_by_role("button", name="Stop after epoch").click()
+    page.get_by_text(re.compile(r"stopped · epoch \d+/12")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Resume").click()
+    # early stopping may end it before epoch 12; what matters is that the resumed job completes
+    page.get_by_text(re.compile(r"completed · epoch \d+/12")).first.wait_for(timeout=180_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)

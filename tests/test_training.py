@@ -50,6 +50,7 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     assert jobs.start(run) == "running"
     status = _wait(run, _done)
     assert status["state"] == "completed", status
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
     for name in ("config.json", "status.json", "metrics.csv", "batches.csv", "log.txt", "best.keras", "last.keras", "final.keras"):
         assert (run / name).stat().st_size > 0, name
     metrics = read_metrics(run)
@@ -138,3 +139,51 @@ def test_default_recipe_learns_the_demo_set(tmp_path: Path) -> None:
     run = create_run(config.to_dict(), tmp_path)
     assert run_job(run, verbose=0) == "completed"
     assert read_metrics(run)["val_accuracy"].max() >= 0.9
+
+
+def test_dwell_and_step_decay_callbacks() -> None:
+    import keras
+    import numpy as np
+
+    from core.train import Dwell, step_decay
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    dwell = Dwell(0.5)
+    dwell.set_model(model)
+    dwell.on_epoch_end(0, {"val_loss": 1.0})
+    best = [w.copy() for w in model.get_weights()]
+    model.set_weights([np.ones_like(w) for w in best])
+    dwell.on_epoch_end(1, {"val_loss": 2.0})  # worse: back to the best weights, half the LR
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), best, strict=True))
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
+    schedule = step_decay(2, 0.1).schedule
+    assert [schedule(e, 1.0) for e in range(5)] == [1.0, 1.0, pytest.approx(0.1), 1.0, pytest.approx(0.1)]
+
+
+def test_kfold_in_one_job(tmp_path: Path) -> None:
+    from core.train import run_job
+
+    run = create_run(_config(epochs=1, folds=2), tmp_path)
+    assert run_job(run, verbose=0) == "completed"
+    for k in (1, 2):
+        assert (run / f"fold-{k}" / "best.keras").exists()
+        assert read_status(run / f"fold-{k}")["state"] == "completed"
+    cv = read_metrics(run, "cv.csv")
+    assert cv["fold"].tolist() == [1, 2] and "val_loss" in cv
+    status = read_status(run)
+    assert status["state"] == "completed" and "cv_val_loss" in status
+    assert len(list_runs(tmp_path)) == 1  # folds live inside their parent run
+
+
+def test_overfit_preset_memorises_and_lr_sweep(tmp_path: Path) -> None:
+    from core.train import create_run_with_rows, lr_sweep_configs, overfit_preset, run_job
+
+    base = TrainConfig.from_dict(_config(size=48))
+    config, rows = overfit_preset("demo", per_class=4, epochs=40, base=base)
+    assert config.augment is None and len(rows) == 16 and set(rows["split"]) == {"train", "val"}
+    run = create_run_with_rows(config, rows, tmp_path)
+    assert run_job(run, verbose=0) == "completed"
+    assert read_metrics(run)["accuracy"].max() == 1.0
+    sweep = lr_sweep_configs(base)
+    assert [c.learning_rate for c in sweep] == [0.1, 0.01, 0.001] and all(c.epochs == 3 for c in sweep)
