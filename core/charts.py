@@ -93,3 +93,13 @@ def batch_curves_figure(batches: pd.DataFrame) -> go.Figure:
             fig.add_trace(go.Scatter(x=steps, y=batches[key], mode="lines", name=f"batch {key}", line_color=color))
     fig.update_layout(template=TEMPLATE, height=240, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch")
     return fig
+
+
+def runs_overlay_figure(metrics_by_run: dict[str, pd.DataFrame]) -> go.Figure:
+    """Validation (or training) loss per epoch of several runs on one chart."""
+    fig = go.Figure()
+    for name, metrics in metrics_by_run.items():
+        key = "val_loss" if "val_loss" in metrics else "loss"
+        fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], mode="lines+markers", name=f"{name} ({key})"))
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch", yaxis_title="loss")
+    return fig

@@ -1,18 +1,19 @@
 """Train: start a job (a separate process), watch it live, and steer it."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
 from core import jobs
 from core.augment import AugmentConfig
-from core.charts import batch_curves_figure, training_curves_figure
+from core.charts import batch_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.models import BACKBONES, MODEL_NAMES, SCRATCH, ModelConfig, WeightsUnavailable, build_model
 from core.pipeline import PipelineConfig
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
-from core.train import TrainConfig
+from core.train import TrainConfig, create_run_with_rows, lr_sweep_configs, overfit_preset
 from pages.common import active_dataset_name, source_label
 
 st.title("Train")
@@ -36,6 +37,10 @@ with st.form("train_form"):
     augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, key="train_augment")
     class_weighting = cols[1].checkbox("Class weights", value=True, key="train_class_weights")
     freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], key="train_freeze")
+    cols = st.columns(2)
+    preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
+                           horizontal=True, key="train_preset")
+    folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, key="train_folds")
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -52,10 +57,18 @@ if submitted:
     try:
         if model.weights != "none":
             build_model(model)  # fail here, with the message, rather than in the job
-        run = create_run(config.to_dict())
-        state = jobs.start(run)
-        st.session_state["train_selected"] = run.name
-        st.success(f"Started {run.name}" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
+        config = replace(config, folds=int(folds))
+        if preset.startswith("Overfit"):
+            config, rows = overfit_preset(data, base=config)
+            started = [create_run_with_rows(config, rows)]
+        elif preset.startswith("LR sweep"):
+            started = [create_run(c.to_dict()) for c in lr_sweep_configs(config)]
+        else:
+            started = [create_run(config.to_dict())]
+        for run in started:
+            state = jobs.start(run)
+            st.success(f"Started {run.name}" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
+        st.session_state["train_selected"] = started[0].name
     except WeightsUnavailable as exc:
         st.error(str(exc))
     except MedImageError as exc:
@@ -136,3 +149,8 @@ def runs_table() -> None:
 
 
 runs_table()
+
+compare = st.multiselect("Overlay runs (e.g. an LR sweep)", names, key="train_compare")
+if compare:
+    frames = {n: read_metrics(Path(runs.set_index("run").loc[n, "path"])) for n in compare}
+    st.plotly_chart(runs_overlay_figure({n: m for n, m in frames.items() if len(m)}), width="stretch")
