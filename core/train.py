@@ -219,6 +219,18 @@ def _set_precision(config: TrainConfig) -> str:
     return policy
 
 
+def distribution_strategy():
+    """MultiWorkerMirroredStrategy when TF_CONFIG describes a cluster, MirroredStrategy on several
+    GPUs, else the default (one device). Models are built, compiled and loaded inside its scope."""
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def run_job(run: Path, verbose: int = 2) -> str:
     """Train (or resume) the run in this process; returns the final state. verbose: Keras fit output."""
     run = Path(run)
@@ -245,17 +257,20 @@ def run_job(run: Path, verbose: int = 2) -> str:
             weights = {classes.index(label): w for label, w in by_label.items()}
         last = run / "last.keras"
         status = read_status(run)
-        if last.exists():
-            model = keras.saving.load_model(last, safe_mode=True)  # compiled, with optimizer state
-            initial_epoch = int(read_json(run / "last.json").get("epoch", 0))
-        else:
-            model = build_model(config.model)
-            _compile(model, config)
-            initial_epoch = 0
+        strategy = distribution_strategy()
+        with strategy.scope():
+            if last.exists():
+                model = keras.saving.load_model(last, safe_mode=True)  # compiled, with optimizer state
+                initial_epoch = int(read_json(run / "last.json").get("epoch", 0))
+            else:
+                model = build_model(config.model)
+                _compile(model, config)
+                initial_epoch = 0
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         recorder = RunRecorder(run, config, steps, initial_epoch)
         recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs)
-        write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch)
+        write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch,
+                     replicas=strategy.num_replicas_in_sync)
         recorder.set_model(model)
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]

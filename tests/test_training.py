@@ -56,6 +56,7 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     metrics = read_metrics(run)
     assert metrics["epoch"].tolist() == [1, 2] and {"loss", "val_loss", "accuracy", "val_auc", "lr"} <= set(metrics.columns)
     assert status["epoch"] == 2 and status["best_metric"] == "val_loss" and status["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert status["replicas"] == 1 and status["precision"] == "float32"  # CPU: one replica, no mixed precision
     assert list_runs(tmp_path).iloc[0]["state"] == "completed"
     # a finished run can be extended and resumed: it continues from last.keras
     request(run, extend=1)
