@@ -188,3 +188,15 @@ def test_overfit_preset_memorises_and_lr_sweep(tmp_path: Path) -> None:
     assert read_metrics(run)["accuracy"].max() == 1.0
     sweep = lr_sweep_configs(base)
     assert [c.learning_rate for c in sweep] == [0.1, 0.01, 0.001] and all(c.epochs == 3 for c in sweep)
+
+
+def test_ordinal_head_trains(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from core.train import run_job
+
+    base = TrainConfig.from_dict(_config(epochs=1))
+    config = replace(base, model=replace(base.model, head="ordinal"))
+    run = create_run(config.to_dict(), tmp_path)
+    assert run_job(run, verbose=0) == "completed", read_status(run)
+    assert {"mae", "val_mae", "loss"} <= set(read_metrics(run).columns)
