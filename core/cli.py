@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
 from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
-from core.models import MODEL_NAMES, SCRATCH
+from core.models import MODEL_NAMES
 
 
 def _read(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,20 +49,15 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
     from core import jobs
     from core.runs import create_run, read_status
-    from core.train import TrainConfig, create_run_with_rows, lr_sweep_configs, overfit_preset, run_job
+    from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
 
     if args.run:  # the worker: run an existing run folder in this process, then hand the slot on
         state = run_job(Path(args.run))
         jobs.start_next_queued(Path(args.run).parent)
         return {"run": args.run, "state": state}
-    defaults = TrainConfig()
-    model = replace(defaults.model, name=args.model, image_size=args.image_size, weights=args.weights,
-                    channels=args.channels or (1 if args.model in SCRATCH else 3))
-    config = TrainConfig(data=args.data, model=model, epochs=args.epochs,
-                         pipeline=replace(defaults.pipeline, image_size=args.image_size, channels=model.channels,
-                                          batch_size=args.batch_size))
+    config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
+                         args.channels, folds=args.folds)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
-    config = replace(config, folds=args.folds)
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
         return {"runs": [str(r) for r in runs], "states": [jobs.start(r) for r in runs]}

@@ -25,7 +25,7 @@ import pandas as pd
 from core.atomic import write_json, write_text
 from core.augment import AugmentConfig
 from core.dataset_store import open_source
-from core.models import ModelConfig, build_model
+from core.models import SCRATCH, ModelConfig, build_model
 from core.pipeline import PipelineConfig, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, take_requests, write_status
 from core.splits import class_weights
@@ -81,6 +81,22 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def make_config(
+    data: str, model: str = "smallnet", image_size: int = 128, epochs: int = 10, batch_size: int = 32,
+    weights: str = "none", channels: int | None = None, augment: bool = True, **overrides: Any,
+) -> TrainConfig:
+    """A TrainConfig whose pipeline matches its model: grayscale for scratch models, 3 channels
+    for ImageNet backbones (unless asked otherwise), the same image size on both sides."""
+    defaults = TrainConfig()
+    channels = channels or (1 if model in SCRATCH else 3)
+    model_overrides = {k: overrides.pop(k) for k in ("freeze", "fine_tune_layers", "head", "pooling") if k in overrides}
+    model_config = replace(defaults.model, name=model, image_size=image_size, channels=channels,
+                           weights="none" if model in SCRATCH else weights, **model_overrides)
+    pipeline = replace(defaults.pipeline, image_size=image_size, channels=channels, batch_size=batch_size)
+    return replace(defaults, data=data, model=model_config, pipeline=pipeline, epochs=epochs,
+                   augment=defaults.augment if augment else None, **overrides)
 
 
 class Dwell(keras.callbacks.Callback):

@@ -1,19 +1,16 @@
 """Train: start a job (a separate process), watch it live, and steer it."""
 
-from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
 from core import jobs
-from core.augment import AugmentConfig
 from core.charts import batch_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
-from core.models import BACKBONES, MODEL_NAMES, SCRATCH, ModelConfig, WeightsUnavailable, build_model
-from core.pipeline import PipelineConfig
+from core.models import BACKBONES, MODEL_NAMES, build_model
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
-from core.train import TrainConfig, create_run_with_rows, lr_sweep_configs, overfit_preset
+from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
 from pages.common import active_dataset_name, source_label
 
 st.title("Train")
@@ -44,20 +41,15 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
-    scratch = model_name in SCRATCH
-    model = ModelConfig(
-        name=model_name, image_size=int(image_size), channels=1 if scratch else 3, freeze=freeze,
-        weights="none" if scratch else (weights_file.strip() if weights == "local file" else weights),
+    config = make_config(
+        data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
+        weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
+        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds),
     )
-    config = TrainConfig(
-        data=data, model=model, epochs=int(epochs), learning_rate=float(lr), class_weighting=class_weighting,
-        pipeline=PipelineConfig(image_size=int(image_size), channels=model.channels, batch_size=int(batch_size)),
-        augment=AugmentConfig() if augment_on else None,
-    )
+    model = config.model
     try:
         if model.weights != "none":
             build_model(model)  # fail here, with the message, rather than in the job
-        config = replace(config, folds=int(folds))
         if preset.startswith("Overfit"):
             config, rows = overfit_preset(data, base=config)
             started = [create_run_with_rows(config, rows)]
@@ -69,11 +61,9 @@ if submitted:
             state = jobs.start(run)
             st.success(f"Started {run.name}" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
         st.session_state["train_selected"] = started[0].name
-    except WeightsUnavailable as exc:
+    except MedImageError as exc:  # offline weights, bad dataset, ... : the message says what to do
         st.error(str(exc))
-    except MedImageError as exc:
-        st.error(str(exc))
-    if not scratch and model_name in BACKBONES and weights == "none":
+    if model_name in BACKBONES and weights == "none":
         st.caption("Training a backbone from scratch on a small dataset rarely beats SmallNet.")
 
 # ---- runs and the live view ---------------------------------------------------------------------

@@ -200,3 +200,14 @@ def test_ordinal_head_trains(tmp_path: Path) -> None:
     run = create_run(config.to_dict(), tmp_path)
     assert run_job(run, verbose=0) == "completed", read_status(run)
     assert {"mae", "val_mae", "loss"} <= set(read_metrics(run).columns)
+
+
+def test_make_config_matches_pipeline_to_model() -> None:
+    from core.train import make_config
+
+    scratch = make_config("demo", "smallnet", 96, weights="imagenet")
+    assert scratch.model.channels == scratch.pipeline.channels == 1 and scratch.model.weights == "none"
+    backbone = make_config("demo", "vgg16", 64, weights="imagenet", freeze="full", augment=False, folds=3)
+    assert backbone.model.channels == backbone.pipeline.channels == 3 and backbone.model.weights == "imagenet"
+    assert backbone.model.freeze == "full" and backbone.augment is None and backbone.folds == 3
+    assert backbone.pipeline.image_size == backbone.model.image_size == 64
