@@ -116,7 +116,8 @@ def test_chest_xray_folder_in_chromium(server_url: str, page) -> None:
     page.get_by_text("5,216 images · 2 classes").first.wait_for(timeout=120_000)
     page.get_by_text("width 224-224 px (median 224), height 224-224 px (median 224)").first.wait_for(timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert str(CHEST_XRAY) in page.locator("[data-testid='stSidebarUserContent']").inner_text()
+    # the sidebar is drawn after the page, so it names the dataset just opened
+    page.locator("[data-testid='stSidebarUserContent']").get_by_text(str(CHEST_XRAY)).wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "chest_xray_dataset.png"), full_page=True)
     page.locator("[data-testid='stSidebarNav'] a", has_text="Home").first.click()
     page.get_by_text("NORMAL (1,341)").first.wait_for(timeout=60_000)
