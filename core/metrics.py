@@ -1,0 +1,163 @@
+"""Evaluation metrics over arrays, in scikit-learn's style: (y_true, y_score, ...) in, numbers out.
+
+Binary tasks take y_score = P(positive class); multi-class tasks take an (n, k) probability matrix;
+ordinal tasks take a regression score turned into classes by cut-points. Everything the Evaluate
+page shows is computed here from the stored predictions table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn import metrics as skm
+
+
+def _check(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=float)
+    if len(y_true) != len(y_score):
+        raise ValueError(f"y_true has {len(y_true)} values but y_score has {len(y_score)}.")
+    if len(y_true) == 0:
+        raise ValueError("No predictions to evaluate.")
+    return y_true, y_score
+
+
+def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, balanced accuracy, sensitivity, specificity, PPV, NPV, F1, AUC, AP and Brier at a threshold."""
+    y_true, y_score = _check(y_true, y_score)
+    y_true = y_true.astype(int)
+    y_pred = (y_score >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y_true)) == 2
+    return {
+        "threshold": float(threshold),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if both else float("nan"),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "ppv": float(tp / (tp + fp)) if tp + fp else float("nan"),
+        "npv": float(tn / (tn + fn)) if tn + fn else float("nan"),
+        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
+        "auc": float(skm.roc_auc_score(y_true, y_score)) if both else float("nan"),
+        "average_precision": float(skm.average_precision_score(y_true, y_score)) if both else float("nan"),
+        "brier": float(skm.brier_score_loss(y_true, y_score)),
+    }
+
+
+def youden_threshold(y_true, y_score) -> float:
+    """The ROC threshold maximising sensitivity + specificity - 1 (Youden's J)."""
+    y_true, y_score = _check(y_true, y_score)
+    fpr, tpr, thresholds = skm.roc_curve(y_true.astype(int), y_score)
+    finite = np.isfinite(thresholds)
+    best = np.argmax((tpr - fpr)[finite])
+    return float(np.clip(thresholds[finite][best], 0.0, 1.0))
+
+
+def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
+    """The highest threshold whose sensitivity is at least `target` (most specific such threshold)."""
+    y_true, y_score = _check(y_true, y_score)
+    if not 0 < target <= 1:
+        raise ValueError("The target sensitivity must be in (0, 1].")
+    fpr, tpr, thresholds = skm.roc_curve(y_true.astype(int), y_score)
+    ok = np.flatnonzero((tpr >= target) & np.isfinite(thresholds))
+    return float(np.clip(thresholds[ok[0]], 0.0, 1.0)) if len(ok) else 0.0
+
+
+@dataclass(frozen=True)
+class Kappa:
+    """Quadratic weighted kappa with the matrices it is made of (observed, expected, weights)."""
+
+    kappa: float
+    observed: np.ndarray
+    expected: np.ndarray
+    weights: np.ndarray
+
+
+def quadratic_kappa(y_true, y_pred, n_classes: int | None = None) -> Kappa:
+    """kappa = 1 - sum(W*O) / sum(W*E), W[i,j] = (i-j)^2 / (k-1)^2, E = outer(row, col totals) / n."""
+    y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    k = n_classes or int(max(y_true.max(), y_pred.max()) + 1)
+    observed = skm.confusion_matrix(y_true, y_pred, labels=list(range(k))).astype(float)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    idx = np.arange(k)
+    weights = (idx[:, None] - idx[None, :]) ** 2 / max((k - 1) ** 2, 1)
+    denominator = (weights * expected).sum()
+    kappa = 1.0 - (weights * observed).sum() / denominator if denominator else 1.0
+    return Kappa(float(kappa), observed, expected, weights)
+
+
+def apply_cutpoints(scores, cutpoints) -> np.ndarray:
+    """Class index = how many (sorted) cut-points the score passes."""
+    return np.searchsorted(np.sort(np.asarray(cutpoints, float)), np.asarray(scores, float), side="right")
+
+
+def optimise_cutpoints(y_true, scores, n_classes: int) -> np.ndarray:
+    """Cut-points that maximise quadratic kappa on validation data (seed 004 only rounded).
+
+    Starts from the rounding cut-points (0.5, 1.5, ...) and searches with Nelder-Mead; kappa is
+    piecewise constant, which a simplex search handles where gradients would not.
+    """
+    y_true, scores = np.asarray(y_true, int), np.asarray(scores, float)
+    start = np.arange(n_classes - 1) + 0.5
+
+    def loss(cuts: np.ndarray) -> float:
+        return -quadratic_kappa(y_true, apply_cutpoints(scores, cuts), n_classes).kappa
+
+    result = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-6, "maxiter": 2000})
+    best = np.sort(result.x)
+    return best if loss(best) <= loss(start) else start
+
+
+def calibration(y_true, y_score, bins: int = 10) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected calibration error and the reliability curve (mean predicted, observed rate, count per bin)."""
+    y_true, y_score = _check(y_true, y_score)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(y_score, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    predicted = np.bincount(which, weights=y_score, minlength=bins) / np.maximum(counts, 1)
+    observed = np.bincount(which, weights=y_true.astype(float), minlength=bins) / np.maximum(counts, 1)
+    ece = float(np.sum(counts / counts.sum() * np.abs(predicted - observed)))
+    keep = counts > 0
+    return ece, predicted[keep], observed[keep], counts[keep]
+
+
+def multiclass_metrics(y_true, probabilities, labels: list[str]) -> dict[str, object]:
+    """Accuracy, balanced accuracy, macro one-vs-rest AUC, the 4-digit classification report, QWK."""
+    y_true = np.asarray(y_true, int)
+    probabilities = np.asarray(probabilities, float)
+    y_pred = probabilities.argmax(axis=1)
+    k = probabilities.shape[1]
+    present = len(np.unique(y_true)) == k
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "auc_macro_ovr": float(skm.roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")) if present else float("nan"),
+        "report": skm.classification_report(y_true, y_pred, labels=list(range(k)), target_names=labels,
+                                            digits=4, output_dict=True, zero_division=0),
+        "quadratic_kappa": quadratic_kappa(y_true, y_pred, k).kappa,
+    }
+
+
+def bootstrap_ci(
+    metric: Callable[[np.ndarray, np.ndarray], float], y_true, y_score, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(point estimate, lower, upper): percentile bootstrap over cases, seeded; resamples where the
+    metric is undefined (e.g. one class only for AUC) are skipped."""
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score)
+    point = float(metric(y_true, y_score))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        try:
+            value = float(metric(y_true[idx], y_score[idx]))
+        except ValueError:
+            continue
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return point, float("nan"), float("nan")
+    lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return point, float(lo), float(hi)
