@@ -82,6 +82,28 @@ def _runs(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": table.drop(columns="path").to_dict(orient="records")}
 
 
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core.dataset_store import open_source
+    from core.evaluate import binary_summary, predict_table
+    from core.runs import read_json, read_status
+
+    run = Path(args.run_dir)
+    if not (run / "config.json").exists():
+        raise MedImageError(f"{run} is not a run folder (no config.json).")
+    status = read_status(run)
+    dataset = open_source(args.data or read_json(run / "config.json")["data"])
+    table = dataset.table if args.split == "all" else dataset.table[dataset.table["split"] == args.split]
+    predictions = predict_table(run, table, args.split)
+    classes = status["classes"]
+    if len(classes) != 2 or f"p_{classes[1]}" not in predictions:
+        return {"run": str(run), "split": args.split, "n": len(predictions),
+                "accuracy": float((predictions["label"] == predictions["predicted"]).mean())}
+    threshold = float(status.get("threshold", 0.5))
+    return {"run": str(run), "split": args.split, **binary_summary(predictions, classes, threshold)}
+
+
 def _print_human(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
@@ -121,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
     train.add_argument("--json", action="store_true")
     train.set_defaults(run_command=_train)
+    evaluate = sub.add_parser("evaluate", help="predict a split with a run's best model and print its metrics")
+    evaluate.add_argument("run_dir", metavar="RUN")
+    evaluate.add_argument("--data", default=None, help="another source (e.g. an external folder); default: the run's own")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run_command=_evaluate)
     runs = sub.add_parser("runs", help="list training runs with their state")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--json", action="store_true")
