@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--image-size", type=int, default=128)
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 1 for scratch models, 3 for backbones")
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")

@@ -84,7 +84,7 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
 
 
 def make_config(
-    data: str, model: str = "smallnet", image_size: int = 128, epochs: int = 10, batch_size: int = 32,
+    data: str, model: str = "smallnet", image_size: int = 128, epochs: int = 10, batch_size: int = 16,
     weights: str = "none", channels: int | None = None, augment: bool = True, **overrides: Any,
 ) -> TrainConfig:
     """A TrainConfig whose pipeline matches its model: grayscale for scratch models, 3 channels

@@ -27,7 +27,7 @@ with st.form("train_form"):
     cols = st.columns(4)
     image_size = cols[0].number_input("Image size", 32, 512, 128, 16, key="train_size")
     epochs = cols[1].number_input("Epochs", 1, 500, 10, key="train_epochs")
-    batch_size = cols[2].number_input("Batch size", 1, 512, 32, key="train_batch")
+    batch_size = cols[2].number_input("Batch size", 1, 512, 16, key="train_batch")
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="train_lr")
     weights_file = st.text_input("Local weights file (for 'local file')", key="train_weights_file")
     cols = st.columns(3)
