@@ -18,7 +18,9 @@ class AugmentConfig:
     """Strengths of each augmentation; 0 (or flip 'none') switches it off.
 
     rotation: fraction of a full turn (0.05 = up to +/-18 degrees); translation, zoom, shear: fraction
-    of the image size; contrast, brightness: fraction of the value range. Defaults are mild, as
+    of the image size; contrast, brightness: fraction of the value range; gamma: log-range of the
+    exposure curve; noise: standard deviation / 255. Gamma and noise mimic other scanners' exposure
+    and detector noise, which is what differs between hospitals. Defaults are mild, as
     chest X-rays have a canonical orientation: no vertical flips, small rotations.
     """
 
@@ -29,6 +31,8 @@ class AugmentConfig:
     shear: float = 0.0
     contrast: float = 0.10
     brightness: float = 0.10
+    gamma: float = 0.0  # exposure curve: gamma drawn from [exp(-g), exp(+g)] per image
+    noise: float = 0.0  # Gaussian noise, standard deviation as a fraction of 255
 
     def __post_init__(self) -> None:
         if self.flip not in FLIP_MODES:
@@ -100,6 +104,41 @@ def _random_affine_class():
     return RandomAffine
 
 
+@functools.cache
+def _random_exposure_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="medimage")
+    class RandomExposure(keras.layers.Layer):
+        """Another scanner's look: 255 * (x / 255) ** g per image (log g uniform in [-gamma, gamma];
+        mid-tones darker or lighter, black and white fixed), plus Gaussian detector noise.
+        Keras' GaussianNoise only takes stddev <= 1, which on 0-255 images is no noise at all."""
+
+        def __init__(self, gamma=0.0, noise=0.0, seed=None, **kwargs):
+            super().__init__(**kwargs)
+            self.gamma, self.noise, self.seed = gamma, noise, seed
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, images, training=True):
+            if not training:
+                return images
+            ops = keras.ops
+            n = ops.shape(images)[0]
+            g = ops.exp(keras.random.uniform((n, 1, 1, 1), -self.gamma, self.gamma, seed=self.seed_generator))
+            out = 255.0 * ops.power(ops.clip(images / 255.0, 0.0, 1.0), g)
+            if self.noise:
+                out = out + keras.random.normal(ops.shape(images), stddev=self.noise * 255.0, seed=self.seed_generator)
+            return ops.clip(out, 0.0, 255.0)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+        def get_config(self):
+            return {**super().get_config(), "gamma": self.gamma, "noise": self.noise, "seed": self.seed}
+
+    return RandomExposure
+
+
 def build_augmentation(config: AugmentConfig, seed: int | None = None):
     """A keras.Sequential of the enabled layers (identity when none is), for images valued 0-255."""
     import keras
@@ -113,6 +152,8 @@ def build_augmentation(config: AugmentConfig, seed: int | None = None):
         layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
     if config.brightness:
         layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+    if config.gamma or config.noise:
+        layers.append(_random_exposure_class()(config.gamma, config.noise, seed=seed))
     return keras.Sequential(layers or [keras.layers.Identity()], name="augmentation")
 
 

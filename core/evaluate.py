@@ -21,7 +21,7 @@ from core.errors import MedImageError
 from core.file_cache import Progress
 from core.models import ModelConfig
 from core.pipeline import PipelineConfig, make_dataset
-from core.runs import read_json, read_status
+from core.runs import read_json, read_status, write_status
 
 
 def load_run_model(run: Path) -> keras.Model:
@@ -32,8 +32,13 @@ def load_run_model(run: Path) -> keras.Model:
     raise MedImageError(f"{Path(run).name} has no saved model yet. Wait for its first epoch, or train it.")
 
 
-def predict_table(run: Path, table: pd.DataFrame, name: str = "test", progress: Progress | None = None) -> pd.DataFrame:
-    """Predict every row with the run's model and store predictions-<name>.csv in the run folder."""
+def predict_table(
+    run: Path, table: pd.DataFrame, name: str = "test", progress: Progress | None = None, tta: bool | None = None
+) -> pd.DataFrame:
+    """Predict every row with the run's model and store predictions-<name>.csv in the run folder.
+
+    tta: average each image's prediction with its mirror image's (default: the run's own setting).
+    """
     run = Path(run)
     config = read_json(run / "config.json")
     classes = read_status(run).get("classes")
@@ -48,9 +53,13 @@ def predict_table(run: Path, table: pd.DataFrame, name: str = "test", progress: 
     pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
     head = ModelConfig.from_dict(config.get("model", {})).head
     batches = make_dataset(table, classes, pipeline)
+    tta = bool(config.get("tta", False)) if tta is None else tta
     outputs, done = [], 0
     for images, _ in batches:
-        outputs.append(np.asarray(model.predict_on_batch(images), dtype=float))
+        scores = np.asarray(model.predict_on_batch(images), dtype=float)
+        if tta:
+            scores = (scores + np.asarray(model.predict_on_batch(images[:, :, ::-1, :]), dtype=float)) / 2
+        outputs.append(scores)
         done += len(images)
         if progress:
             progress(done, len(table))
@@ -58,7 +67,8 @@ def predict_table(run: Path, table: pd.DataFrame, name: str = "test", progress: 
     out = table[["path", "label"]].reset_index(drop=True)
     if head == "binary":
         out[f"p_{classes[1]}"] = scores[:, 0]
-        out["predicted"] = np.where(scores[:, 0] >= 0.5, classes[1], classes[0])
+        threshold = float(read_status(run).get("threshold", 0.5))  # tuned on validation when the run has one
+        out["predicted"] = np.where(scores[:, 0] >= threshold, classes[1], classes[0])
     elif head == "multiclass":
         for i, c in enumerate(classes):
             out[f"p_{c}"] = scores[:, i]
@@ -68,6 +78,19 @@ def predict_table(run: Path, table: pd.DataFrame, name: str = "test", progress: 
         out["predicted"] = [classes[i] for i in np.clip(np.round(scores[:, 0]), 0, len(classes) - 1).astype(int)]
     write_text(run / f"predictions-{name}.csv", out.to_csv(index=False))
     return out
+
+
+def tune_threshold(run: Path, val: pd.DataFrame) -> float:
+    """Choose the binary decision threshold on validation predictions (Youden's J), save it in the
+    run's status for Evaluate and Predict, and return it. Validation predictions stay in the run."""
+    classes = read_status(run)["classes"]
+    predictions = predict_table(run, val, "val")
+    y = (predictions["label"] == classes[1]).to_numpy(int)
+    if len(np.unique(y)) < 2:
+        return float(read_status(run).get("threshold", 0.5))
+    threshold = metrics.youden_threshold(y, predictions[f"p_{classes[1]}"].to_numpy(float))
+    write_status(run, threshold=threshold, threshold_source="Youden's J on the validation split")
+    return threshold
 
 
 def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: float = 0.5, n_boot: int = 1000) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class TrainConfig:
     batch_log_every: int = 10
     seed: int = 0
     mixed_precision: str = "auto"  # "auto" (on a GPU with tensor cores), "on", "off"
+    label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
+    tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
+    tune_threshold: bool = True  # binary head: Youden threshold on the validation split, saved in status
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -91,7 +94,8 @@ def make_config(
     for ImageNet backbones (unless asked otherwise), the same image size on both sides."""
     defaults = TrainConfig()
     channels = channels or (1 if model in SCRATCH else 3)
-    model_overrides = {k: overrides.pop(k) for k in ("freeze", "fine_tune_layers", "head", "pooling") if k in overrides}
+    model_keys = ("freeze", "fine_tune_layers", "head", "pooling", "intensity", "dropout", "dense")
+    model_overrides = {k: overrides.pop(k) for k in model_keys if k in overrides}
     model_config = replace(defaults.model, name=model, image_size=image_size, channels=channels,
                            weights="none" if model in SCRATCH else weights, **model_overrides)
     pipeline = replace(defaults.pipeline, image_size=image_size, channels=channels, batch_size=batch_size)
@@ -216,7 +220,8 @@ class RunRecorder(keras.callbacks.Callback):
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
     head = config.model.head
-    loss = {"binary": "binary_crossentropy", "multiclass": "sparse_categorical_crossentropy", "ordinal": "mse"}[head]
+    loss = {"binary": keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
+            "multiclass": "sparse_categorical_crossentropy", "ordinal": "mse"}[head]
     metrics: list[Any] = {
         "binary": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         "multiclass": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -312,8 +317,13 @@ def run_job(run: Path, verbose: int = 2) -> str:
         save_model_atomic(model, run / "final.keras")
         if not (run / "best.keras").exists() and (run / "last.keras").exists():
             shutil.copyfile(run / "last.keras", run / "best.keras")
+        if config.tune_threshold and config.model.head == "binary" and len(val) and not recorder.stopped_by_user:
+            from core.evaluate import tune_threshold
+
+            write_status(run, message="choosing the decision threshold on the validation split")
+            tune_threshold(run, val)
         state = "stopped" if recorder.stopped_by_user else "completed"
-        write_status(run, state=state, finished=now_iso(), heartbeat=now_iso(), heartbeat_ts=time.time(), eta_s=0)
+        write_status(run, state=state, finished=now_iso(), heartbeat=now_iso(), heartbeat_ts=time.time(), eta_s=0, message="")
         return state
     except Exception as exc:  # noqa: BLE001 - the job reports every failure in its status
         write_text(run / "error.txt", traceback.format_exc())

@@ -68,8 +68,11 @@ with augmentation:
     shear = cols[0].slider("Shear", 0.0, 0.5, default.shear, 0.01, key="aug_shear")
     contrast = cols[1].slider("Contrast", 0.0, 0.9, default.contrast, 0.05, key="aug_contrast")
     brightness = cols[2].slider("Brightness", 0.0, 0.9, default.brightness, 0.05, key="aug_brightness")
-    aug_seed = cols[3].number_input("Seed", 0, 10**6, 0, key="aug_seed")
-    config = AugmentConfig(flip, rotation, translation, zoom, shear, contrast, brightness)
+    gamma = cols[3].slider("Gamma (exposure)", 0.0, 0.7, default.gamma, 0.05, key="aug_gamma")
+    cols = st.columns(4)
+    noise = cols[0].slider("Noise", 0.0, 0.2, default.noise, 0.01, key="aug_noise")
+    aug_seed = cols[1].number_input("Seed", 0, 10**6, 0, key="aug_seed")
+    config = AugmentConfig(flip, rotation, translation, zoom, shear, contrast, brightness, gamma, noise)
     small = read_image(paths[int(index)], max_side=256).pixels
     grid = augment_preview(small, config, n=9, seed=int(aug_seed))
     for row in range(3):

@@ -1,0 +1,113 @@
+"""The default X-ray recipe (issue 7): patient-grouped split, in-model intensity normalisation,
+exposure augmentation, threshold tuned on validation and saved, mirror test-time augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import CHEST_XRAY
+
+from core.augment import AugmentConfig, build_augmentation
+from core.dataset import DEMO, open_dataset
+from core.evaluate import predict_table
+from core.models import IntensityNorm, ModelConfig, build_model
+from core.recipes import RECIPES, create_recipe_run, grouped_split, patient_id, recipe_config
+from core.runs import read_json, read_status
+from core.train import TrainConfig, run_job
+
+
+def test_patient_ids_from_kermany_names() -> None:
+    assert patient_id("/x/person1000_bacteria_2931.jpeg") == "person1000"
+    assert patient_id("person1000_virus_1681.jpeg") == "person1000"
+    assert patient_id("IM-0115-0001.jpeg") == "IM-0115"
+    assert patient_id("NORMAL2-IM-0927-0001.jpeg") == "NORMAL2-IM-0927"
+    assert patient_id("scan_7.png") == "scan_7.png"  # no id: each file is its own group
+
+
+def test_grouped_split_keeps_patients_together_and_stratifies() -> None:
+    rows = [(f"person{p}_bacteria_{i}.jpeg", "PNEUMONIA") for p in range(60) for i in range(p % 4 + 1)]
+    rows += [(f"IM-{p:04d}-000{i}.jpeg", "NORMAL") for p in range(50) for i in range(1, 3)]
+    table = pd.DataFrame(rows, columns=["path", "label"])
+    out = grouped_split(table, seed=3)
+    groups = out.assign(group=out["path"].map(patient_id)).groupby("group")["split"].nunique()
+    assert (groups == 1).all()
+    share = out.groupby("label")["split"].value_counts(normalize=True).unstack()
+    assert share["train"].between(0.7, 0.9).all() and share["val"].between(0.04, 0.18).all()
+    assert out["split"].tolist() == grouped_split(table, seed=3)["split"].tolist()  # seeded
+
+
+@pytest.mark.skipif(not CHEST_XRAY.exists(), reason="../shared/data/chest_xray is not here")
+def test_chest_xray_random_split_leaks_patients_grouped_does_not() -> None:
+    table = open_dataset(str(CHEST_XRAY)).table
+    ids = table["path"].map(patient_id)
+    random_leak = len(set(ids[table["split"] == "train"]) & set(ids[table["split"] == "val"]))
+    grouped = grouped_split(table)
+    gids = grouped["path"].map(patient_id)
+    assert random_leak > 100  # the default random split shares hundreds of patients between train and val
+    assert not set(gids[grouped["split"] == "train"]) & set(gids[grouped["split"] == "val"])
+
+
+def test_equalize_is_invariant_to_exposure_and_round_trips() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (2, 16, 16, 1)).astype("float32")
+    layer = IntensityNorm("equalize")
+    brighter = 255.0 * (image / 255.0) ** 0.5  # monotone: same ranks
+    a, b = np.asarray(layer(image)), np.asarray(layer(brighter))
+    assert np.allclose(a, b) and a.min() > 0 and a.max() == 1.0
+    standard = np.asarray(IntensityNorm("standardize")(image))
+    assert abs(standard.mean()) < 1e-4 and abs(standard.std() - 1) < 1e-2
+    with pytest.raises(ValueError):
+        IntensityNorm("nonsense")
+
+
+def test_xraynet_with_equalize_saves_and_loads_in_safe_mode(tmp_path: Path) -> None:
+    model = build_model(ModelConfig(name="xraynet", image_size=32, intensity="equalize", dense=()))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1)).astype("float32")
+    assert np.allclose(model.predict_on_batch(x), loaded.predict_on_batch(x), atol=1e-5)
+
+
+def test_exposure_augmentation_changes_midtones_within_range() -> None:
+    layers = build_augmentation(AugmentConfig(flip="none", rotation=0, translation=0, zoom=0, contrast=0, brightness=0,
+                                              gamma=0.5, noise=0.05), seed=0)
+    x = np.full((4, 8, 8, 1), 128.0, "float32")
+    out = np.asarray(layers(x, training=True))
+    assert out.min() >= 0 and out.max() <= 255 and out.std() > 2
+    assert np.array_equal(np.asarray(layers(x, training=False)), x)
+
+
+def test_recipe_configs() -> None:
+    assert RECIPES == ("xray", "xray-imagenet")
+    scratch = recipe_config("xray", "demo")
+    assert scratch.model.name == "xraynet" and scratch.model.weights == "none" and scratch.model.channels == 1
+    assert scratch.model.intensity == "equalize" and scratch.tta and scratch.tune_threshold and scratch.label_smoothing == 0.1
+    assert scratch.monitor == "val_auc" and scratch.class_weighting and scratch.augment.gamma > 0
+    assert TrainConfig.from_dict(scratch.to_dict()) == scratch
+    imagenet = recipe_config("xray-imagenet", "demo")
+    assert imagenet.model.weights == "imagenet" and imagenet.model.channels == 3
+    with pytest.raises(ValueError):
+        recipe_config("nope", "demo")
+
+
+@pytest.mark.slow
+def test_recipe_run_saves_a_validation_threshold_used_by_predictions(tmp_path: Path) -> None:
+    run = create_recipe_run("xray", "demo", runs_dir=tmp_path, epochs=2, tensorboard=False)
+    config = read_json(run / "config.json")
+    config["model"]["image_size"] = config["pipeline"]["image_size"] = 48
+    (run / "config.json").write_text(__import__("json").dumps(config))
+    assert run_job(run, verbose=0) == "completed"
+    status = read_status(run)
+    assert 0.0 <= status["threshold"] <= 1.0 and "Youden" in status["threshold_source"]
+    assert (run / "predictions-val.csv").exists()
+    test = open_dataset(DEMO).table.query("split == 'test'")
+    with_tta = predict_table(run, test, "t1")
+    without = predict_table(run, test, "t2", tta=False)
+    assert not np.allclose(with_tta["p_PNEUMONIA"], without["p_PNEUMONIA"])  # the mirror image was averaged in
+    expected = np.where(with_tta["p_PNEUMONIA"] >= status["threshold"], "PNEUMONIA", "NORMAL")
+    assert (with_tta["predicted"] == expected).all()
