@@ -103,3 +103,95 @@ def runs_overlay_figure(metrics_by_run: dict[str, pd.DataFrame]) -> go.Figure:
         fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], mode="lines+markers", name=f"{name} ({key})"))
     fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch", yaxis_title="loss")
     return fig
+
+
+def confusion_figure(matrix, labels: list[str], normalise: bool = False) -> go.Figure:
+    """Confusion heatmap, rows = true class; counts, or each row as a share of that class."""
+    counts = np.asarray(matrix, dtype=float)
+    values = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts
+    text = [[f"{v:.1%}" if normalise else f"{int(v)}" for v in row] for row in values]
+    fig = go.Figure(go.Heatmap(z=values, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+                               showscale=False, hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="predicted",
+                      yaxis_title="true", yaxis_autorange="reversed")
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float | None = None) -> go.Figure:
+    """ROC curves (name -> (y_true 0/1, score)) with AUC in the legend; the operating point of the
+    first curve at `threshold` marked."""
+    from sklearn import metrics as skm
+
+    fig = go.Figure()
+    for name, (y, p) in curves.items():
+        fpr, tpr, _ = skm.roc_curve(y, p)
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUC {skm.roc_auc_score(y, p):.3f})"))
+    if threshold is not None and curves:
+        y, p = next(iter(curves.values()))
+        y, p = np.asarray(y), np.asarray(p)
+        tpr = ((p >= threshold) & (y == 1)).sum() / max((y == 1).sum(), 1)
+        fpr = ((p >= threshold) & (y == 0)).sum() / max((y == 0).sum(), 1)
+        fig.add_trace(go.Scatter(x=[fpr], y=[tpr], mode="markers", marker=dict(size=12, color="#C0392B"),
+                                 name=f"threshold {threshold:.3f}"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), showlegend=False))
+    fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="1 - specificity",
+                      yaxis_title="sensitivity", legend=dict(x=0.35, y=0.05))
+    return fig
+
+
+def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> go.Figure:
+    """Precision-recall curves with average precision in the legend."""
+    from sklearn import metrics as skm
+
+    fig = go.Figure()
+    for name, (y, p) in curves.items():
+        precision, recall, _ = skm.precision_recall_curve(y, p)
+        fig.add_trace(go.Scatter(x=recall, y=precision, mode="lines",
+                                 name=f"{name} (AP {skm.average_precision_score(y, p):.3f})"))
+    fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="recall (sensitivity)",
+                      yaxis_title="precision", legend=dict(x=0.05, y=0.05), yaxis_range=[0, 1.02])
+    return fig
+
+
+def reliability_figure(predicted: np.ndarray, observed: np.ndarray, counts: np.ndarray, ece: float) -> go.Figure:
+    """Reliability diagram: observed rate against mean predicted probability per bin (size = images)."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="perfect"))
+    sizes = 8 + 22 * np.sqrt(np.asarray(counts) / max(np.max(counts), 1))
+    fig.add_trace(go.Scatter(x=predicted, y=observed, mode="lines+markers", marker=dict(size=sizes), name=f"model (ECE {ece:.3f})",
+                             text=[f"{int(c)} images" for c in counts], hovertemplate="%{x:.2f} -> %{y:.2f}<br>%{text}<extra></extra>"))
+    fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="mean predicted probability",
+                      yaxis_title="observed positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    return fig
+
+
+def threshold_figure(table: pd.DataFrame, threshold: float) -> go.Figure:
+    """Sensitivity, specificity, F1 and accuracy against the decision threshold, the chosen one marked."""
+    fig = go.Figure()
+    for key in ("sensitivity", "specificity", "f1", "accuracy"):
+        fig.add_trace(go.Scatter(x=table["threshold"], y=table[key], mode="lines", name=key))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#C0392B")
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="threshold", yaxis_range=[0, 1.02])
+    return fig
+
+
+def per_class_figure(report: dict) -> go.Figure:
+    """Precision, recall and F1 per class from a scikit-learn classification report dict."""
+    rows = [(label, m) for label, m in report.items() if isinstance(m, dict) and label not in ("macro avg", "weighted avg")]
+    fig = go.Figure()
+    for key in ("precision", "recall", "f1-score"):
+        fig.add_trace(go.Bar(x=[label for label, _ in rows], y=[m[key] for _, m in rows], name=key))
+    fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=30, b=10), barmode="group", yaxis_range=[0, 1.02])
+    return fig
+
+
+def kappa_matrices_figure(observed, expected, weights, labels: list[str]) -> go.Figure:
+    """The three matrices quadratic kappa is made of, side by side."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("observed O", "expected E", "weights W"))
+    for col, matrix in enumerate((observed, expected, weights), 1):
+        values = np.asarray(matrix, float)
+        fig.add_trace(go.Heatmap(z=values, x=labels, y=labels, text=np.round(values, 2), texttemplate="%{text}",
+                                 colorscale="Blues", showscale=False), row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -32,6 +32,24 @@ def load_run_model(run: Path) -> keras.Model:
     raise MedImageError(f"{Path(run).name} has no saved model yet. Wait for its first epoch, or train it.")
 
 
+def load_run_models(run: Path) -> list[keras.Model]:
+    """The models a run predicts with: its own, or for a K-fold run every fold's best (an ensemble)."""
+    folds = sorted(p for p in Path(run).glob("fold-*") if any((p / n).exists() for n in ("best.keras", "final.keras")))
+    if folds and not (Path(run) / "best.keras").exists():
+        return [load_run_model(f) for f in folds]
+    return [load_run_model(run)]
+
+
+def predictions_path(run: Path, name: str) -> Path:
+    return Path(run) / f"predictions-{name}.csv"
+
+
+def load_predictions(run: Path, name: str) -> pd.DataFrame | None:
+    """A stored predictions table, or None when this run has not predicted `name` yet."""
+    path = predictions_path(run, name)
+    return pd.read_csv(path) if path.exists() else None
+
+
 def predict_table(
     run: Path, table: pd.DataFrame, name: str = "test", progress: Progress | None = None, tta: bool | None = None
 ) -> pd.DataFrame:
@@ -49,17 +67,18 @@ def predict_table(
         raise MedImageError(f"Labels {unknown} are not among this model's classes {classes}.")
     if table.empty:
         raise MedImageError("There are no images to evaluate in this split.")
-    model = load_run_model(run)
+    models = load_run_models(run)
     pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
     head = ModelConfig.from_dict(config.get("model", {})).head
     batches = make_dataset(table, classes, pipeline)
     tta = bool(config.get("tta", False)) if tta is None else tta
     outputs, done = [], 0
+    views = 2 if tta else 1
     for images, _ in batches:
-        scores = np.asarray(model.predict_on_batch(images), dtype=float)
+        scores = sum(np.asarray(m.predict_on_batch(images), dtype=float) for m in models)
         if tta:
-            scores = (scores + np.asarray(model.predict_on_batch(images[:, :, ::-1, :]), dtype=float)) / 2
-        outputs.append(scores)
+            scores = scores + sum(np.asarray(m.predict_on_batch(images[:, :, ::-1, :]), dtype=float) for m in models)
+        outputs.append(scores / (views * len(models)))
         done += len(images)
         if progress:
             progress(done, len(table))
@@ -76,8 +95,15 @@ def predict_table(
     else:
         out["score"] = scores[:, 0]
         out["predicted"] = [classes[i] for i in np.clip(np.round(scores[:, 0]), 0, len(classes) - 1).astype(int)]
-    write_text(run / f"predictions-{name}.csv", out.to_csv(index=False))
+    write_text(predictions_path(run, name), out.to_csv(index=False))
     return out
+
+
+def save_threshold(run: Path, threshold: float, source: str) -> None:
+    """The binary decision threshold Evaluate chose; Predict and later evaluations use it."""
+    if not 0.0 <= threshold <= 1.0:
+        raise MedImageError(f"A threshold must be between 0 and 1; got {threshold}.")
+    write_status(run, threshold=float(threshold), threshold_source=source)
 
 
 def tune_threshold(run: Path, val: pd.DataFrame) -> float:
@@ -106,5 +132,64 @@ def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: flo
     ):
         _, lo, hi = metrics.bootstrap_ci(fn, y, p, n=n_boot, seed=0)
         summary[f"{key}_ci95"] = [lo, hi]
+    summary["kappa"] = metrics.quadratic_kappa(y, (p >= threshold).astype(int), 2).kappa
+    _, lo, hi = metrics.bootstrap_ci(lambda a, b: metrics.quadratic_kappa(a, (b >= threshold).astype(int), 2).kappa, y, p, n=n_boot, seed=0)
+    summary["kappa_ci95"] = [lo, hi]
+    summary["ece"] = metrics.calibration(y, p)[0]
     summary["n"] = int(len(y))
     return summary
+
+
+def multiclass_summary(predictions: pd.DataFrame, classes: list[str], n_boot: int = 1000) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro AUC, the report, QWK and the confusion matrix, with intervals."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = predictions["label"].map(index).to_numpy(int)
+    probabilities = predictions[[f"p_{c}" for c in classes]].to_numpy(float)
+    summary = metrics.multiclass_metrics(y, probabilities, classes)
+    y_pred = probabilities.argmax(axis=1)
+    summary["confusion_matrix"] = skm.confusion_matrix(y, y_pred, labels=list(range(len(classes)))).tolist()
+    for key, fn in (("accuracy", lambda a, b: skm.accuracy_score(a, b)),
+                    ("f1_macro", lambda a, b: skm.f1_score(a, b, average="macro", zero_division=0)),
+                    ("kappa", lambda a, b: metrics.quadratic_kappa(a, b, len(classes)).kappa)):
+        point, lo, hi = metrics.bootstrap_ci(fn, y, y_pred, n=n_boot, seed=0)
+        summary[key], summary[f"{key}_ci95"] = point, [lo, hi]
+    summary["n"] = int(len(y))
+    return summary
+
+
+def ordinal_summary(predictions: pd.DataFrame, classes: list[str], cutpoints: list[float] | None = None) -> dict[str, Any]:
+    """QWK with plain rounding and with cut-points (optimised on validation by the caller), O/E/W matrices."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = predictions["label"].map(index).to_numpy(int)
+    score = predictions["score"].to_numpy(float)
+    k = len(classes)
+    rounded = np.clip(np.round(score), 0, k - 1).astype(int)
+    out: dict[str, Any] = {"n": int(len(y)), "mae": float(np.mean(np.abs(score - y)))}
+    plain = metrics.quadratic_kappa(y, rounded, k)
+    out["kappa_rounding"] = plain.kappa
+    chosen = rounded if cutpoints is None else metrics.apply_cutpoints(score, cutpoints)
+    kappa = metrics.quadratic_kappa(y, chosen, k)
+    out.update(kappa=kappa.kappa, cutpoints=None if cutpoints is None else [float(c) for c in cutpoints],
+               observed=kappa.observed.tolist(), expected=kappa.expected.tolist(), weights=kappa.weights.tolist(),
+               accuracy=float(skm.accuracy_score(y, chosen)),
+               confusion_matrix=skm.confusion_matrix(y, chosen, labels=list(range(k))).tolist())
+    return out
+
+
+def summarize(run: Path, predictions: pd.DataFrame, n_boot: int = 1000, threshold: float | None = None) -> dict[str, Any]:
+    """The metrics for a run's predictions table, whatever its head; binary at the run's threshold
+    (or the one given), ordinal with cut-points optimised on the run's validation predictions."""
+    status = read_status(run)
+    classes = status["classes"]
+    head = ModelConfig.from_dict(read_json(Path(run) / "config.json").get("model", {})).head
+    if head == "binary":
+        chosen = float(status.get("threshold", 0.5)) if threshold is None else threshold
+        return {"head": head, **binary_summary(predictions, classes, chosen, n_boot)}
+    if head == "multiclass":
+        return {"head": head, **multiclass_summary(predictions, classes, n_boot)}
+    val = load_predictions(run, "val")
+    cuts = None
+    if val is not None and len(val):
+        y_val = val["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)
+        cuts = metrics.optimise_cutpoints(y_val, val["score"].to_numpy(float), len(classes)).tolist()
+    return {"head": head, **ordinal_summary(predictions, classes, cuts)}

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
 from sklearn import metrics as skm
 
@@ -161,3 +162,28 @@ def bootstrap_ci(
         return point, float("nan"), float("nan")
     lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
     return point, float(lo), float(hi)
+
+
+def threshold_table(y_true, y_score, n: int = 101) -> pd.DataFrame:
+    """Sensitivity, specificity, precision, F1 and accuracy at n evenly spaced thresholds in [0, 1]
+    (vectorised: one pass over the sorted scores, not n confusion matrices)."""
+    y_true, y_score = _check(y_true, y_score)
+    y = y_true.astype(int)
+    thresholds = np.linspace(0, 1, n)
+    order = np.sort(y_score)
+    pos_scores = np.sort(y_score[y == 1])
+    n_pos, n_neg = len(pos_scores), len(y) - len(pos_scores)
+    predicted_pos = len(order) - np.searchsorted(order, thresholds, side="left")
+    tp = n_pos - np.searchsorted(pos_scores, thresholds, side="left")
+    fp = predicted_pos - tp
+    fn, tn = n_pos - tp, n_neg - fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = pd.DataFrame({
+            "threshold": thresholds,
+            "sensitivity": np.where(n_pos, tp / max(n_pos, 1), np.nan),
+            "specificity": np.where(n_neg, tn / max(n_neg, 1), np.nan),
+            "precision": np.where(predicted_pos > 0, tp / np.maximum(predicted_pos, 1), np.nan),
+            "f1": np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0),
+            "accuracy": (tp + tn) / len(y),
+        })
+    return table

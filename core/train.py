@@ -265,6 +265,7 @@ def run_job(run: Path, verbose: int = 2) -> str:
         classes = dataset.classes
         table = dataset.table
         if config.folds >= 2:
+            write_status(run, classes=classes)
             return _run_folds(run, config, table)
         if config.rows:  # a fold or a preset: its own split of the same images (others dropped)
             override = pd.read_csv(run / config.rows)

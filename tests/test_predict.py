@@ -1,0 +1,131 @@
+"""Grad-CAM / Grad-CAM++ on hand-built models, Predictors from runs and uploaded files, safe loading."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from core.dataset import DEMO, open_dataset
+from core.errors import MedImageError
+from core.evaluate import predict_table
+from core.gradcam import GradCam, GradCamPlusPlus, overlay, spatial_layers
+from core.models import ModelConfig
+from core.pipeline import PipelineConfig
+from core.predict import from_model, from_run, load_model_file, predict_files
+from core.runs import create_run
+from core.train import TrainConfig, run_job
+
+
+def _blob_model() -> keras.Model:
+    """logit = mean of a 1x1 conv of the image: evidence for class 1 is wherever the image is bright."""
+    inputs = keras.Input((32, 32, 1))
+    feat = keras.layers.Conv2D(1, 1, name="feat", kernel_initializer="ones", bias_initializer="zeros")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(feat)
+    out = keras.layers.Dense(1, activation="sigmoid", name="prediction", kernel_initializer="ones", bias_initializer=keras.initializers.Constant(-5.0))(pooled)
+    return keras.Model(inputs, out)
+
+
+def _blob_image() -> np.ndarray:
+    image = np.zeros((1, 32, 32, 1), np.float32)
+    image[0, 4:10, 20:28] = 255.0
+    return image
+
+
+@pytest.mark.parametrize("method", [GradCam, GradCamPlusPlus])
+def test_cam_peaks_on_the_evidence_and_respects_the_class(method) -> None:
+    model = _blob_model()
+    explainer = method(model)
+    assert explainer.layer == "feat" and spatial_layers(model) == ["feat"]
+    result = explainer.explain(_blob_image(), class_index=1)
+    assert np.allclose(result.probabilities, model.predict_on_batch(_blob_image()), atol=1e-6)
+    heat = result.heatmaps[0]
+    assert heat.shape == (32, 32) and heat.max() == pytest.approx(1.0)
+    assert heat[4:10, 20:28].mean() > 0.9 and heat[20:, :10].max() < 0.05
+    against = explainer.explain(_blob_image(), class_index=0)  # the blob is evidence against class 0
+    assert against.heatmaps.max() == 0.0
+
+
+def test_cam_rejects_models_without_spatial_layers_and_bad_layer_names() -> None:
+    inputs = keras.Input((8, 8, 1))
+    mlp = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs)))
+    with pytest.raises(ValueError, match="no layer with a spatial output"):
+        GradCam(mlp)
+    with pytest.raises(ValueError, match="choose one of"):
+        GradCam(_blob_model(), layer="nope")
+
+
+def test_overlay_matches_the_image_size() -> None:
+    image = np.zeros((50, 70), np.uint8)
+    out = overlay(image[..., None], np.eye(8), alpha=0.5, colormap="turbo")
+    assert out.shape == (50, 70, 3) and out.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = TrainConfig(data="demo", epochs=1, tensorboard=False, model=ModelConfig(image_size=32), pipeline=PipelineConfig(image_size=32))
+    folder = create_run(config.to_dict(), tmp_path_factory.mktemp("runs"))
+    assert run_job(folder, verbose=0) == "completed"
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_page_path_agrees_with_evaluate_path(run: Path) -> None:
+    predictor = from_run(run)
+    assert predictor.classes == ["NORMAL", "PNEUMONIA"] and predictor.image_size == 32 and predictor.channels == 1
+    test = open_dataset(DEMO).table.query("split == 'test'").head(12)
+    table = predict_table(run, test, "agree")
+    rows = predict_files(predictor, [(p, p) for p in test["path"]], batch_size=5)
+    assert np.allclose(rows["PNEUMONIA"].to_numpy(), table["p_PNEUMONIA"].to_numpy(), atol=1e-5)
+    assert (rows["label"].to_numpy() == table["predicted"].to_numpy()).all()
+    explanation = GradCam(predictor.model).explain(np.stack([predictor.prepare(np.zeros((40, 40, 1), np.uint8))]))
+    assert explanation.heatmaps.shape == (1, 32, 32)
+
+
+@pytest.mark.slow
+def test_predict_files_reads_dicom_and_reports_bad_files(run: Path) -> None:
+    predictor = from_run(run)
+    png = io.BytesIO()
+    Image.fromarray(np.full((20, 30), 90, np.uint8)).save(png, format="PNG")
+    sources = [("ct.dcm", get_testdata_file("CT_small.dcm")), ("notes.png", b"not an image"), ("x.png", png.getvalue())]
+    rows = predict_files(predictor, sources)
+    assert rows["file"].tolist() == ["ct.dcm", "notes.png", "x.png"]
+    assert rows.loc[0, "error"] == "" and rows.loc[2, "error"] == "" and rows.loc[1, "error"]
+    assert rows.loc[0, "label"] in predictor.classes
+
+
+def test_uploaded_models_load_only_in_safe_mode(tmp_path: Path) -> None:
+    good = tmp_path / "good.keras"
+    _blob_model().save(good)
+    predictor = from_model(load_model_file(good.read_bytes(), "good.keras"))
+    assert predictor.head == "binary" and predictor.image_size == 32 and predictor.channels == 1
+    inputs = keras.Input((8, 8, 1))
+    lam = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    lam.save(tmp_path / "lambda.keras")
+    with pytest.raises(MedImageError, match="Lambda"):
+        load_model_file((tmp_path / "lambda.keras").read_bytes(), "lambda.keras")
+    with pytest.raises(MedImageError, match="not a Keras 3"):
+        load_model_file(b"\x80\x04pickle", "model.pkl")
+    corrupt = bytearray(good.read_bytes())
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 200] = b"\0" * 200
+    with pytest.raises(MedImageError):
+        load_model_file(bytes(corrupt), "corrupt.keras")
+    free = keras.Input((None, None, 3))
+    with pytest.raises(MedImageError, match="fixed"):
+        from_model(keras.Model(free, keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(free))))
+
+
+def test_cam_on_a_transfer_model_uses_the_backbone_output() -> None:
+    from core.models import build_model
+
+    model = build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=1, weights="none"))
+    explainer = GradCam(model)
+    assert explainer.layer.startswith("mobilenetv2")  # the nested backbone, called in the outer graph
+    result = explainer.explain(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)))
+    assert result.heatmaps.shape == (2, 64, 64) and np.allclose(result.probabilities, model.predict_on_batch(
+        np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1))), atol=1e-5)
