@@ -27,7 +27,8 @@ def _blob_model() -> keras.Model:
     inputs = keras.Input((32, 32, 1))
     feat = keras.layers.Conv2D(1, 1, name="feat", kernel_initializer="ones", bias_initializer="zeros")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(feat)
-    out = keras.layers.Dense(1, activation="sigmoid", name="prediction", kernel_initializer="ones", bias_initializer=keras.initializers.Constant(-5.0))(pooled)
+    out = keras.layers.Dense(1, activation="sigmoid", name="prediction", kernel_initializer="ones",
+                             bias_initializer=keras.initializers.Constant(-5.0))(pooled)
     return keras.Model(inputs, out)
 
 
