@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
     st.Page("pages/lab.py", title="Preprocessing lab", icon=":material/tune:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -82,9 +82,15 @@ def from_run(run: Path) -> Predictor:
         raise MedImageError(f"{run.name} has not started training, so it has no model yet.")
     model = config.get("model", {})
     return Predictor(
-        models=load_run_models(run), classes=list(status["classes"]), image_size=int(model.get("image_size", 128)),
-        channels=int(model.get("channels", 1)), head=model.get("head", "binary"), threshold=float(status.get("threshold", 0.5)),
-        threshold_source=status.get("threshold_source", "default 0.5"), tta=bool(config.get("tta", False)), name=run.name,
+        models=load_run_models(run),
+        classes=list(status["classes"]),
+        image_size=int(model.get("image_size", 128)),
+        channels=int(model.get("channels", 1)),
+        head=model.get("head", "binary"),
+        threshold=float(status.get("threshold", 0.5)),
+        threshold_source=status.get("threshold_source", "default 0.5"),
+        tta=bool(config.get("tta", False)),
+        name=run.name,
     )
 
 
@@ -98,8 +104,10 @@ def load_model_file(data: bytes | Path, name: str = "model.keras") -> keras.Mode
     if len(raw) > MAX_MODEL_BYTES:
         raise MedImageError(f"{name} is larger than {MAX_MODEL_BYTES >> 20} MB.")
     if not zipfile.is_zipfile(io.BytesIO(raw)):
-        raise MedImageError(f"{name} is not a Keras 3 '.keras' file (those are zip archives). Only .keras models are accepted: "
-                            "other formats (.h5, pickles, SavedModel) can run code or lose their preprocessing.")
+        raise MedImageError(
+            f"{name} is not a Keras 3 '.keras' file (those are zip archives). Only .keras models are accepted: "
+            "other formats (.h5, pickles, SavedModel) can run code or lose their preprocessing."
+        )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         path.write_bytes(raw)
@@ -107,8 +115,10 @@ def load_model_file(data: bytes | Path, name: str = "model.keras") -> keras.Mode
             return keras.saving.load_model(path, safe_mode=True, compile=False)
         except ValueError as exc:
             if "safe_mode" in str(exc) or "Lambda" in str(exc):
-                raise MedImageError(f"{name} contains a Lambda layer or other custom code, which Keras safe mode refuses to "
-                                    "load because it could run arbitrary code. Re-save the model without Lambda layers.") from exc
+                raise MedImageError(
+                    f"{name} contains a Lambda layer or other custom code, which Keras safe mode refuses to "
+                    "load because it could run arbitrary code. Re-save the model without Lambda layers."
+                ) from exc
             raise MedImageError(f"{name} could not be loaded: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a corrupt archive fails inside Keras in many ways
             raise MedImageError(f"{name} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from exc

@@ -179,3 +179,20 @@ def delete_run(run: Path) -> None:
     if effective_state(read_status(run)) in ("running",):
         raise MedImageError("This run is still training. Stop it first, then delete it.")
     shutil.rmtree(run)
+
+
+def run_rows(run: Path, config: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """The dataset table as this run splits it: a run with its own rows.csv (a recipe's patient-grouped
+    split, a fold, a preset) keeps only those images, with that file's split."""
+    if not config.get("rows"):
+        return table
+    override = pd.read_csv(Path(run) / config["rows"])
+    return table.drop(columns="split").merge(override, on="path", how="inner")
+
+
+def has_model(run: Path) -> bool:
+    """Whether the run has a model to predict with (its own, or every fold's for a K-fold run)."""
+    run = Path(run)
+    if any((run / n).exists() for n in ("best.keras", "final.keras", "last.keras")):
+        return True
+    return any((f / "best.keras").exists() for f in run.glob("fold-*"))

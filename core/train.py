@@ -27,7 +27,7 @@ from core.augment import AugmentConfig
 from core.dataset_store import open_source
 from core.models import SCRATCH, ModelConfig, build_model
 from core.pipeline import PipelineConfig, make_dataset
-from core.runs import now_iso, read_json, read_metrics, read_status, take_requests, write_status
+from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
 from core.splits import class_weights
 
 
@@ -58,7 +58,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (on a GPU with tensor cores), "on", "off"
     label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
     tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
-    tune_threshold: bool = True  # binary head: Youden threshold on the validation split, saved in status
+    tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -267,9 +267,7 @@ def run_job(run: Path, verbose: int = 2) -> str:
         if config.folds >= 2:
             write_status(run, classes=classes)
             return _run_folds(run, config, table)
-        if config.rows:  # a fold or a preset: its own split of the same images (others dropped)
-            override = pd.read_csv(run / config.rows)
-            table = table.drop(columns="split").merge(override, on="path", how="inner")
+        table = run_rows(run, config.to_dict(), table)  # a fold, preset or recipe: its own split
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
         train_ds = make_dataset(train, classes, config.pipeline, config.augment, shuffle=True)
         val_ds = make_dataset(val, classes, config.pipeline) if len(val) else None

@@ -97,6 +97,32 @@ def duplicate_pairs(source: str, max_distance: int):
     return pairs, duplicates.summarize(pairs)
 
 
+def runs_with_models(runs):
+    """The runs (from list_runs) that have a model to predict with and know their classes."""
+    from core.runs import has_model, read_status
+
+    if runs.empty:
+        return runs
+    keep = [has_model(p) and bool(read_status(p).get("classes")) for p in runs["path"]]
+    return runs[keep]
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def _predictor(run_path: str, mtime: float):
+    from core.predict import from_run
+
+    return from_run(run_path)
+
+
+def predictor_for(run_path: str):
+    """The run's Predictor, loaded once per session and model file (a new best checkpoint reloads)."""
+    from pathlib import Path
+
+    files = [Path(run_path) / n for n in ("best.keras", "final.keras")] + sorted(Path(run_path).glob("fold-*/best.keras"))
+    mtime = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return _predictor(run_path, mtime)
+
+
 @st.cache_resource(show_spinner="Loading TensorFlow...")
 def device() -> dict[str, Any]:
     return device_summary()

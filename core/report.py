@@ -1,0 +1,121 @@
+"""The evaluation report of a run: one self-contained HTML file (plotly inlined, opens offline).
+
+It states what was evaluated and how far to trust it: dataset and split counts, the training
+config and curves, metrics with bootstrap intervals, confusion matrix, ROC, calibration, the
+threshold and where it came from, and the limitations (not for clinical use, class balance,
+whether the data came from another source than the training images).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.io as pio
+
+from core import charts, metrics
+from core.runs import now_iso, read_json, read_metrics, read_status
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if not np.isfinite(value) else f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows = []
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "f1",
+        "auc",
+        "average_precision",
+        "kappa",
+        "kappa_rounding",
+        "auc_macro_ovr",
+        "f1_macro",
+        "brier",
+        "ece",
+        "mae",
+    ):
+        if key in summary:
+            ci = summary.get(f"{key}_ci95")
+            text = _fmt(summary[key]) + (f" (95% CI {_fmt(ci[0])} to {_fmt(ci[1])})" if ci else "")
+            rows.append((key.replace("_", " "), text))
+    return rows
+
+
+def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[str, Any], split_counts: pd.DataFrame | None = None) -> str:
+    """The HTML report of `run` evaluated on predictions `name` (e.g. 'test', 'external-...')."""
+    run = Path(run)
+    config, status = read_json(run / "config.json"), read_status(run)
+    classes = status.get("classes", [])
+    figures = []
+    history = read_metrics(run)
+    if len(history):
+        figures.append(("Training curves", charts.training_curves_figure(history)))
+    figures.append(("Confusion matrix", charts.confusion_figure(summary["confusion_matrix"], classes)))
+    if summary.get("head") == "binary":
+        y = (predictions["label"] == classes[1]).to_numpy(int)
+        p = predictions[f"p_{classes[1]}"].to_numpy(float)
+        if len(np.unique(y)) == 2:
+            figures.append(("ROC", charts.roc_figure({run.name: (y, p)}, summary["threshold"])))
+        figures.append(("Calibration", charts.reliability_figure(*metrics.calibration(y, p)[1:], summary["ece"])))
+    parts = []
+    for i, (title, fig) in enumerate(figures):
+        parts.append(f"<h3>{html.escape(title)}</h3>" + pio.to_html(fig, include_plotlyjs=i == 0, full_html=False))
+    counts = predictions["label"].value_counts().reindex(classes, fill_value=0)
+    balance = ", ".join(f"{c}: {n} ({n / max(len(predictions), 1):.0%})" for c, n in counts.items())
+    external = name.startswith("external")
+    limitations = [
+        "Not for clinical use. This is a research and teaching tool; no result here is a diagnosis.",
+        f"Class balance of the evaluated images: {balance}. Accuracy depends on it; sensitivity, specificity and AUC do not.",
+        "External validation: "
+        + (
+            "these images came from a source other than the training set."
+            if external
+            else "not done. These images are a split of the training source, which flatters the model; "
+            "evaluate on data from another hospital before trusting these numbers."
+        ),
+        f"Decision threshold {summary.get('threshold', 'n/a')} ({status.get('threshold_source', 'default 0.5')})."
+        if summary.get("head") == "binary"
+        else "",
+    ]
+    model = config.get("model", {})
+    config_rows = [
+        ("data", config.get("data")),
+        ("model", model.get("name")),
+        ("weights", model.get("weights")),
+        ("image size", model.get("image_size")),
+        ("channels", model.get("channels")),
+        ("epochs trained", status.get("epoch")),
+        ("batch size", config.get("pipeline", {}).get("batch_size")),
+        ("learning rate", config.get("learning_rate")),
+        ("augmentation", json.dumps(config.get("augment"))),
+        ("test-time augmentation", config.get("tta", False)),
+        ("seed", config.get("seed")),
+    ]
+    split_html = split_counts.to_html() if split_counts is not None else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Report {html.escape(run.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}table{{border-collapse:collapse;margin:.5em 0}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.warn{{background:#fff3cd;padding:.7em;border-radius:6px}}</style></head><body>
+<h1>Evaluation report: {html.escape(run.name)}</h1>
+<p>Evaluated on <b>{html.escape(name)}</b> ({len(predictions)} images), {now_iso()}.</p>
+<div class="warn"><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in limitations if x)}</ul></div>
+<h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}
+<h2>Metrics</h2>{_table(_metric_rows(summary))}
+<h2>Figures</h2>{"".join(parts)}
+</body></html>"""

@@ -1,0 +1,275 @@
+"""Evaluate: predict a split (or an external folder) once, then every metric, plot and the report from that table."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import charts, metrics
+from core.dataset import class_counts
+from core.errors import MedImageError
+from core.evaluate import load_predictions, predict_table, save_threshold, summarize
+from core.gradcam import GradCam, overlay
+from core.image_reader import read_image
+from core.models import ModelConfig
+from core.report import build_report
+from core.runs import list_runs, read_json, read_status, run_rows
+from pages.common import load_dataset, predictor_for, runs_with_models, thumbnail
+
+st.title("Evaluate")
+runs = runs_with_models(list_runs())
+if runs.empty:
+    st.info("No trained model yet. Train one on the Train page (the defaults take a few minutes on a CPU), then come back.")
+    st.stop()
+
+names = runs["run"].tolist()
+paths = dict(zip(runs["run"], runs["path"], strict=True))
+cols = st.columns([2, 3])
+primary = cols[0].selectbox("Run", names, key="eval_run")
+others = cols[1].multiselect("Compare with", [n for n in names if n != primary], key="eval_compare")
+run = Path(paths[primary])
+config, status = read_json(run / "config.json"), read_status(run)
+classes = status["classes"]
+
+cols = st.columns([2, 3, 2])
+target = cols[0].radio("Evaluate on", ["test split", "validation split", "external folder"], key="eval_target")
+external = cols[1].text_input(
+    "External folder (class folders, e.g. another hospital's test set)", key="eval_external", disabled=target != "external folder"
+)
+tta = cols[2].checkbox(
+    "Mirror test-time augmentation",
+    value=bool(config.get("tta", False)),
+    key="eval_tta",
+    help="Average each image's prediction with its mirror image's.",
+)
+
+if target == "external folder":
+    if not external.strip():
+        st.info("Type the path of a folder of class folders to evaluate on data the model has never seen.")
+        st.stop()
+    source, split = external.strip(), "all"
+    name = "external-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(source).name).strip("-")[:40]
+else:
+    source, split = config["data"], "test" if target == "test split" else "val"
+    name = split
+suffix = "" if tta == bool(config.get("tta", False)) else "-tta" if tta else "-notta"
+name += suffix
+
+
+def rows_to_predict():
+    dataset = load_dataset(source)
+    if dataset is None:
+        st.stop()
+    if split == "all":
+        return dataset, dataset.table
+    table = run_rows(run, config, dataset.table)  # the run's own split (a recipe's patient-grouped one, a fold)
+    return dataset, table[table["split"] == split]
+
+
+def ensure_predictions(folder: Path, label: str):
+    """Stored predictions of a run for this target, predicting them now (with progress) if missing."""
+    stored = load_predictions(folder, name)
+    if stored is not None:
+        return stored
+    _, table = rows_to_predict()
+    bar = st.progress(0.0, text=f"Predicting with {label}...")
+    try:
+        return predict_table(
+            folder, table, name, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Predicting with {label}... {d}/{t}"), tta=tta
+        )
+    except MedImageError as exc:
+        st.error(f"{label}: {exc}")
+        return None
+    finally:
+        bar.empty()
+
+
+predictions = load_predictions(run, name)
+cols = st.columns([1, 4])
+if cols[0].button("Predict" if predictions is None else "Predict again", type="primary" if predictions is None else "secondary"):
+    (run / f"predictions-{name}.csv").unlink(missing_ok=True)
+    predictions = ensure_predictions(run, primary)
+if predictions is None:
+    st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in the run folder.")
+    st.stop()
+cols[1].caption(f"{len(predictions)} images · predictions stored in the run folder as predictions-{name}.csv")
+
+
+@st.cache_data(show_spinner="Bootstrapping 1,000 resamples for the intervals...", max_entries=64)
+def cached_summary(run_path: str, pred_name: str, mtime: float, threshold: float | None):
+    return summarize(Path(run_path), load_predictions(Path(run_path), pred_name), n_boot=1000, threshold=threshold)
+
+
+def summary_for(folder: Path, threshold: float | None = None):
+    path = folder / f"predictions-{name}.csv"
+    return cached_summary(str(folder), name, path.stat().st_mtime, threshold)
+
+
+head = ModelConfig.from_dict(config.get("model", {})).head
+threshold = None
+if head == "binary":
+    y = (predictions["label"] == classes[1]).to_numpy(int)
+    p = predictions[f"p_{classes[1]}"].to_numpy(float)
+    key = f"eval_threshold_{primary}"
+    st.session_state.setdefault(key, float(round(status.get("threshold", 0.5), 3)))
+
+    def choose(kind: str) -> None:
+        """Youden or target sensitivity, always chosen on the validation split, then applied here."""
+        val = load_predictions(run, "val" + suffix)
+        if val is None:
+            st.session_state["eval_message"] = (
+                "Predict the validation split first (Evaluate on: validation split): thresholds are chosen there, not on the test set."
+            )
+            return
+        yv = (val["label"] == classes[1]).to_numpy(int)
+        pv = val[f"p_{classes[1]}"].to_numpy(float)
+        if len(np.unique(yv)) < 2:
+            st.session_state["eval_message"] = "The validation split has only one class, so no threshold can be chosen on it."
+            return
+        value = (
+            metrics.youden_threshold(yv, pv)
+            if kind == "youden"
+            else metrics.threshold_for_sensitivity(yv, pv, st.session_state["eval_target_sens"])
+        )
+        st.session_state[key] = float(round(value, 3))
+        st.session_state["eval_source"] = (
+            "Youden's J on the validation split"
+            if kind == "youden"
+            else f"sensitivity >= {st.session_state['eval_target_sens']:.2f} on the validation split"
+        )
+
+    st.subheader("Decision threshold")
+    cols = st.columns([4, 1.4, 1.4, 1.2, 1.4])
+    threshold = cols[0].slider(f"P({classes[1]}) threshold", 0.0, 1.0, step=0.001, format="%.3f", key=key)
+    cols[1].button("Youden (validation)", on_click=choose, args=("youden",), key="eval_youden")
+    cols[3].number_input("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key="eval_target_sens")
+    cols[2].button("Target sensitivity (validation)", on_click=choose, args=("sensitivity",), key="eval_sens")
+    if cols[4].button("Save threshold to run", help="Predict and later evaluations use it."):
+        save_threshold(run, threshold, st.session_state.get("eval_source", "set by hand on the Evaluate page"))
+        st.success(f"Saved {threshold:.3f} with {primary}; the Predict page uses it.")
+    if st.session_state.get("eval_message"):
+        st.warning(st.session_state.pop("eval_message"))
+    st.caption(f"Saved with the run: {status.get('threshold', 0.5):.3f} ({status.get('threshold_source', 'default 0.5')}).")
+    live = metrics.binary_metrics(y, p, threshold)
+    cols = st.columns(6)
+    for col, k in zip(cols, ("accuracy", "sensitivity", "specificity", "f1", "auc", "ppv"), strict=True):
+        col.metric(k.upper() if k in ("auc", "ppv") else k.capitalize(), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}")
+
+summary = summary_for(run, threshold)
+tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Download"])
+with tabs[0]:
+    normalise = st.toggle("Row-normalised", key="eval_norm")
+    st.plotly_chart(charts.confusion_figure(summary["confusion_matrix"], classes, normalise), width="stretch")
+    if head != "binary":
+        st.plotly_chart(
+            charts.kappa_matrices_figure(
+                *[summary.get(k) or np.zeros((len(classes),) * 2) for k in ("observed", "expected", "weights")], classes
+            )
+            if head == "ordinal"
+            else charts.per_class_figure(summary["report"]),
+            width="stretch",
+        )
+with tabs[1]:
+    if head == "binary" and len(np.unique(y)) == 2:
+        curves = {primary: (y, p)}
+        for other in others:
+            theirs = ensure_predictions(Path(paths[other]), other)
+            if theirs is not None and f"p_{classes[1]}" in theirs:
+                curves[other] = ((theirs["label"] == classes[1]).to_numpy(int), theirs[f"p_{classes[1]}"].to_numpy(float))
+        cols = st.columns(2)
+        cols[0].plotly_chart(charts.roc_figure(curves, threshold), width="stretch")
+        cols[1].plotly_chart(charts.pr_figure(curves), width="stretch")
+        st.plotly_chart(charts.threshold_figure(metrics.threshold_table(y, p), threshold), width="stretch")
+    else:
+        st.info("ROC and PR curves need a binary model and both classes among the evaluated images.")
+with tabs[2]:
+    if head == "binary":
+        ece, predicted, observed, counts = metrics.calibration(y, p)
+        st.plotly_chart(charts.reliability_figure(predicted, observed, counts, ece), width="stretch")
+        st.caption(f"Brier score {summary['brier']:.4f} · expected calibration error {ece:.4f} (10 bins).")
+    else:
+        st.info("Calibration is shown for binary models.")
+with tabs[3]:
+    rows = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    intervals = {k[:-5]: v for k, v in summary.items() if k.endswith("_ci95")}
+    st.dataframe(
+        [
+            {"metric": k, "value": round(v, 4), "95% CI": f"{intervals[k][0]:.4f} to {intervals[k][1]:.4f}" if k in intervals else ""}
+            for k, v in rows.items()
+        ],
+        hide_index=True,
+    )
+    if "report" in summary:
+        st.dataframe(summary["report"], width="stretch")
+    if head == "ordinal":
+        st.caption(
+            f"Quadratic kappa with rounding {summary['kappa_rounding']:.4f}; with cut-points optimised on validation "
+            f"{summary['kappa']:.4f} (cut-points {summary['cutpoints']})."
+        )
+with tabs[4]:
+    wrong = predictions[predictions["label"] != predictions["predicted"]].copy()
+    if head == "binary":
+        wrong["confidence"] = np.where(wrong["predicted"] == classes[1], wrong[f"p_{classes[1]}"], 1 - wrong[f"p_{classes[1]}"])
+    elif head == "multiclass":
+        wrong["confidence"] = [row[f"p_{row['predicted']}"] for _, row in wrong.iterrows()]
+    else:
+        wrong["confidence"] = (wrong["score"] - wrong["predicted"].map({c: i for i, c in enumerate(classes)})).abs()
+    if wrong.empty:
+        st.success("No misclassified images at this threshold.")
+    else:
+        pairs = (wrong["label"] + " → " + wrong["predicted"]).value_counts()
+        pair = st.selectbox("Confusion", ["all"] + [f"{k} ({v})" for k, v in pairs.items()], key="eval_pair")
+        if pair != "all":
+            true, pred = pair.rsplit(" (", 1)[0].split(" → ")
+            wrong = wrong[(wrong["label"] == true) & (wrong["predicted"] == pred)]
+        wrong = wrong.sort_values("confidence", ascending=False)
+        st.caption(f"{len(wrong)} images, most confident mistakes first.")
+        grid = st.columns(6)
+        for i, row in enumerate(wrong.head(24).itertuples()):
+            image = thumbnail(row.path)
+            caption = f"{Path(row.path).name} · true {row.label} · predicted {row.predicted} ({row.confidence:.2f})"
+            if image is None:
+                grid[i % 6].warning(f"{Path(row.path).name}: unreadable")
+            else:
+                grid[i % 6].image(image, caption=caption, width="stretch")
+        chosen = st.selectbox("Grad-CAM for", wrong["path"].head(24).tolist(), format_func=lambda s: Path(s).name, key="eval_cam")
+        if chosen:
+            try:
+                predictor = predictor_for(str(run))
+                pixels = read_image(chosen).pixels
+                index = classes.index(wrong.set_index("path").loc[chosen, "predicted"]) if head != "ordinal" else 0
+                cam = GradCam(predictor.model).explain(predictor.prepare(pixels)[None], class_index=index)
+                st.image(overlay(pixels, cam.heatmaps[0], 0.4), caption=f"Grad-CAM for the predicted class ({cam.layer})", width=360)
+            except (MedImageError, ValueError) as exc:
+                st.warning(f"No Grad-CAM for this image: {exc}")
+with tabs[5]:
+    if not others:
+        st.info("Pick runs under 'Compare with' to see their headline metrics side by side (each predicts this target once).")
+    else:
+        table = []
+        for label in [primary, *others]:
+            folder = Path(paths[label])
+            if ensure_predictions(folder, label) is None:
+                continue
+            s = summary if label == primary else summary_for(folder)
+            table.append(
+                {
+                    "run": label,
+                    **{k: round(s[k], 4) for k in ("accuracy", "auc", "f1", "kappa", "sensitivity", "specificity") if k in s},
+                    **{f"{k} 95% CI": f"{s[k + '_ci95'][0]:.3f}-{s[k + '_ci95'][1]:.3f}" for k in ("accuracy", "auc") if k + "_ci95" in s},
+                }
+            )
+        frame = pd.DataFrame(table).set_index("run")
+        numeric = [c for c in frame.columns if "CI" not in c]
+        st.dataframe(frame.style.highlight_max(subset=numeric, color="#d4edda").format(precision=4), width="stretch")
+with tabs[6]:
+    dataset, _ = rows_to_predict()
+    report = build_report(run, name, predictions, summary, class_counts(dataset.table))
+    cols = st.columns(3)
+    cols[0].download_button("Predictions (CSV)", predictions.to_csv(index=False), f"{primary}-predictions-{name}.csv", "text/csv")
+    cols[1].download_button("Metrics (JSON)", json.dumps(summary, default=float, indent=1), f"{primary}-metrics-{name}.json", "application/json")
+    cols[2].download_button("Report (HTML)", report, f"{primary}-report-{name}.html", "text/html")
+    st.caption("The report opens offline in any browser; print it to PDF from there.")
