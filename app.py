@@ -12,6 +12,7 @@ PAGES = [
     st.Page("pages/lab.py", title="Preprocessing lab", icon=":material/tune:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/stethoscope:"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -244,3 +244,11 @@ def is_image_name(name: str) -> bool:
     """True for an extension the reader accepts, or none at all (DICOM files often have none)."""
     suffix = os.path.splitext(name)[1].lower()
     return suffix in IMAGE_EXTENSIONS or suffix == ""
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 (H, W), (H, W, 1) or (H, W, 3) as PNG bytes, for downloads."""
+    array = np.asarray(pixels, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).save(buffer, format="PNG")
+    return buffer.getvalue()

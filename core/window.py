@@ -35,3 +35,13 @@ def robust_window(values: np.ndarray) -> tuple[float, float]:
         lo, hi = float(finite.min()), float(finite.max())
     width = max(float(hi - lo) + 1.0, 1.0)
     return float(lo + hi) / 2.0 + 0.5, width
+
+
+# (center, width) presets for CT in Hounsfield units; X-rays (CR/DX) use the file's window or the robust one
+PRESETS: dict[str, tuple[float, float]] = {
+    "Lung (CT)": (-600.0, 1500.0),
+    "Mediastinum (CT)": (50.0, 350.0),
+    "Bone (CT)": (400.0, 1800.0),
+    "Soft tissue (CT)": (40.0, 400.0),
+    "Brain (CT)": (40.0, 80.0),
+}

@@ -84,3 +84,46 @@ def _png(value: int = 120) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((60, 50), value, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
+    from pydicom.data import get_testdata_file
+
+    at = _page("pages/predict.py")
+    assert any("Upload one or more images" in i.value for i in at.info)
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    at.file_uploader(key="pred_files").set_value([("a.png", _png(), "image/png"), ("ct.dcm", dicom, "application/dicom"),
+                                                   ("bad.png", b"nope", "image/png")]).run()
+    assert not at.exception and not at.error
+    assert any(m.value in ("### NORMAL", "### PNEUMONIA") for m in at.markdown)
+    assert any("Grad-CAM for" in c for img in at.get("image") for c in img.captions)
+    assert any("threshold" in c.value for c in at.caption)
+    at.selectbox(key="pred_image").set_value("ct.dcm").run()
+    assert not at.exception
+    at.selectbox(key="pred_window").set_value("Lung (CT)").run()
+    at.radio(key="pred_method").set_value("Grad-CAM++").run()
+    assert not at.exception
+    at.selectbox(key="pred_image").set_value("bad.png").run()
+    assert not at.exception and any("bad.png" in e.value for e in at.error)
+    assert len(at.dataframe) >= 1  # the batch table of all three uploads (the bad one with its error)
+
+
+def test_predict_page_refuses_a_lambda_model(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(tmp_path / "lambda.keras")
+    at = _page("pages/predict.py")
+    at.radio(key="pred_kind").set_value("Upload a .keras model").run()
+    at.file_uploader(key="pred_model_file").set_value(("lambda.keras", (tmp_path / "lambda.keras").read_bytes(), "application/zip")).run()
+    assert not at.exception and any("Lambda" in e.value for e in at.error)
+
+
+def test_predict_page_imagenet_and_segmentation_offline_messages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    at = _page("pages/predict.py")
+    at.text_input(key="inet_weights").input(str(tmp_path / "missing.h5")).run()
+    at.file_uploader(key="inet_file").set_value(("p.png", _png(), "image/png")).run()
+    assert not at.exception and any("does not exist" in e.value for e in at.error)
+    at.text_input(key="seg_handle").input(str(tmp_path)).run()
+    at.file_uploader(key="seg_file").set_value(("p.png", _png(), "image/png")).run()
+    assert not at.exception and any("saved_model.pb" in e.value for e in at.error)
