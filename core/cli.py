@@ -1,4 +1,4 @@
-"""Command line: `python -m core read FILE` and `python -m core scan SOURCE`.
+"""Command line: `python -m core read|scan|train|evaluate|predict|runs ...`.
 
 Each prints a short human summary, or one JSON object with --json. Exit codes: 0 ok,
 2 unreadable input (the message says why).
@@ -51,10 +51,22 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from core.runs import create_run, read_status
     from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
 
+    args.epochs_given = args.epochs is not None
+    args.epochs = args.epochs or 10
     if args.run:  # the worker: run an existing run folder in this process, then hand the slot on
         state = run_job(Path(args.run))
         jobs.start_next_queued(Path(args.run).parent)
         return {"run": args.run, "state": state}
+    if args.recipe:
+        from core.recipes import create_recipe_run
+
+        run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+                                **({"epochs": args.epochs} if args.epochs_given else {}))
+        if args.background:
+            return {"run": str(run), "state": jobs.start(run)}
+        (run / ".claimed").touch()
+        state = run_job(run, verbose=0 if args.json else 2)
+        return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_value", "threshold", "message")}}
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
                          args.channels, folds=args.folds)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
@@ -86,22 +98,60 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
     from core.dataset_store import open_source
-    from core.evaluate import binary_summary, predict_table
-    from core.runs import read_json, read_status
+    from core.evaluate import predict_table, summarize
+    from core.runs import read_json, run_rows
 
     run = Path(args.run_dir)
     if not (run / "config.json").exists():
         raise MedImageError(f"{run} is not a run folder (no config.json).")
-    status = read_status(run)
-    dataset = open_source(args.data or read_json(run / "config.json")["data"])
-    table = dataset.table if args.split == "all" else dataset.table[dataset.table["split"] == args.split]
-    predictions = predict_table(run, table, args.split)
-    classes = status["classes"]
-    if len(classes) != 2 or f"p_{classes[1]}" not in predictions:
-        return {"run": str(run), "split": args.split, "n": len(predictions),
-                "accuracy": float((predictions["label"] == predictions["predicted"]).mean())}
-    threshold = float(status.get("threshold", 0.5))
-    return {"run": str(run), "split": args.split, **binary_summary(predictions, classes, threshold)}
+    config = read_json(run / "config.json")
+    if args.data:  # an external source: every image in it
+        table, name = open_source(args.data).table, "external"
+    else:
+        table = run_rows(run, config, open_source(config["data"]).table)
+        table, name = (table if args.split == "all" else table[table["split"] == args.split]), args.split
+    predictions = predict_table(run, table, name, tta=args.tta or None)
+    return {"run": str(run), "split": name, "tta": bool(args.tta or config.get("tta")), **summarize(run, predictions)}
+
+
+def _predict(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core.gradcam import GradCam, overlay
+    from core.image_reader import encode_png, read_image
+    from core.predict import from_model, from_run, load_model_file
+
+    target = Path(args.model)
+    predictor = from_run(target) if target.is_dir() else from_model(load_model_file(target, target.name), name=target.name)
+    results = []
+    explainer = None
+    if args.cam:
+        Path(args.cam).mkdir(parents=True, exist_ok=True)
+    for file in args.files:
+        try:
+            pixels = read_image(file).pixels
+        except MedImageError as exc:
+            results.append({"file": file, "error": str(exc)})
+            continue
+        batch = predictor.prepare(pixels)[None]
+        score = predictor.scores(batch)[0]
+        label = predictor.label(score)
+        row = {"file": file, "label": label, "probabilities": predictor.probabilities(score)}
+        if args.cam:
+            try:
+                explainer = explainer or GradCam(predictor.model)
+                index = predictor.classes.index(label) if predictor.head != "ordinal" else 0
+                heat = explainer.explain(batch, index).heatmaps[0]
+                out = Path(args.cam) / f"{Path(file).stem}-gradcam.png"
+                out.write_bytes(encode_png(overlay(pixels, heat)))
+                row["cam"] = str(out)
+            except ValueError as exc:
+                row["cam_error"] = str(exc)
+        results.append(row)
+    summary = {"model": predictor.name, "classes": predictor.classes, "results": results}
+    if predictor.head == "binary":
+        summary["threshold"] = predictor.threshold
+    return summary
 
 
 def _print_human(result: dict[str, Any]) -> None:
@@ -130,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (foreground by default) and print the run folder")
     train.add_argument("--data", default="demo", help="dataset source: demo, a folder, a CSV, a zip, saved:<name>")
     train.add_argument("--model", default="smallnet", choices=MODEL_NAMES)
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, default=None, help="default 10 (a recipe: its own)")
     train.add_argument("--image-size", type=int, default=128)
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 1 for scratch models, 3 for backbones")
     train.add_argument("--batch-size", type=int, default=16)
@@ -140,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,
                        help="sanity checks: overfit 8 images per class; or 3-epoch runs at LR 0.1/0.01/0.001 (background)")
     train.add_argument("--background", action="store_true", help="start as a separate job and return at once")
+    train.add_argument("--recipe", choices=("xray", "xray-imagenet"), default=None,
+                       help="a named recipe (patient-grouped split, equalisation, tuned threshold); see core/recipes.py")
+    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
     train.add_argument("--json", action="store_true")
     train.set_defaults(run_command=_train)
@@ -147,8 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN")
     evaluate.add_argument("--data", default=None, help="another source (e.g. an external folder); default: the run's own")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test", "all"))
+    evaluate.add_argument("--tta", action="store_true", help="average each image with its mirror image (default: the run's setting)")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run_command=_evaluate)
+    predict = sub.add_parser("predict", help="classify image/DICOM files with a run (folder) or a .keras file")
+    predict.add_argument("model", metavar="RUN_OR_MODEL")
+    predict.add_argument("files", nargs="+", metavar="FILE")
+    predict.add_argument("--cam", default=None, metavar="OUT_DIR", help="write a Grad-CAM overlay PNG per file here")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(run_command=_predict)
     runs = sub.add_parser("runs", help="list training runs with their state")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--json", action="store_true")

@@ -130,3 +130,25 @@ def test_cam_on_a_transfer_model_uses_the_backbone_output() -> None:
     result = explainer.explain(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1)))
     assert result.heatmaps.shape == (2, 64, 64) and np.allclose(result.probabilities, model.predict_on_batch(
         np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 1))), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_predict_cli_json_with_cam(run: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    png = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 40), 100, np.uint8)).save(png)
+    (tmp_path / "bad.png").write_text("text")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "core", "predict", str(run), str(png), str(tmp_path / "bad.png"), get_testdata_file("CT_small.dcm"),
+                             "--cam", str(tmp_path / "cams"), "--json"], cwd=root, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out["classes"] == ["NORMAL", "PNEUMONIA"] and out["threshold"] == 0.5
+    good, bad, ct = out["results"]
+    assert good["label"] in out["classes"] and abs(sum(good["probabilities"].values()) - 1) < 1e-6
+    assert "error" in bad and ct["label"] in out["classes"]
+    assert Path(good["cam"]).exists() and Image.open(good["cam"]).size == (40, 40)
