@@ -143,8 +143,9 @@ def test_predict_cli_json_with_cam(run: Path, tmp_path: Path) -> None:
     Image.fromarray(np.full((40, 40), 100, np.uint8)).save(png)
     (tmp_path / "bad.png").write_text("text")
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-m", "core", "predict", str(run), str(png), str(tmp_path / "bad.png"), get_testdata_file("CT_small.dcm"),
-                             "--cam", str(tmp_path / "cams"), "--json"], cwd=root, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    command = [sys.executable, "-m", "core", "predict", str(run), str(png), str(tmp_path / "bad.png"), get_testdata_file("CT_small.dcm"),
+               "--cam", str(tmp_path / "cams"), "--json"]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout)
     assert out["classes"] == ["NORMAL", "PNEUMONIA"] and out["threshold"] == 0.5
