@@ -11,36 +11,58 @@ from core.errors import MedImageError
 from core.models import BACKBONES, MODEL_NAMES, build_model
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
-from pages.common import active_dataset_name, source_label
+from core.recipes import create_recipe_run, recipe_config
+from pages.common import active_dataset_name, load_dataset, source_label
 
 st.title("Train")
 
 # ---- the form -----------------------------------------------------------------------------------
 sources = [active_dataset_name()] + [SAVED_PREFIX + d["name"] for d in list_definitions() if not d.get("error")]
+RECIPE_CHOICES = {"Custom: the settings below": None, "X-ray recipe, from scratch (works offline)": "xray",
+                  "X-ray recipe, ImageNet backbone (needs weights)": "xray-imagenet"}
+active = load_dataset(active_dataset_name())
+two_classes = active is not None and len(active.classes) == 2
+recipe_label = st.selectbox(
+    "Recipe", list(RECIPE_CHOICES), index=1 if two_classes else 0, key="train_recipe",
+    help="The X-ray recipe: patient-grouped split, grayscale xraynet with in-model histogram equalisation, augmentation for "
+         "other scanners, label smoothing, the threshold chosen on validation and saved, mirror test-time augmentation. "
+         "It sets everything but the dataset and epochs.",
+)
+recipe = RECIPE_CHOICES[recipe_label]
 with st.form("train_form"):
     cols = st.columns(3)
     data = cols[0].selectbox("Dataset", list(dict.fromkeys(sources)), format_func=source_label, key="train_data")
-    model_name = cols[1].selectbox("Model", MODEL_NAMES, key="train_model",
+    model_name = cols[1].selectbox("Model", MODEL_NAMES, disabled=bool(recipe), key="train_model",
                                    help="Scratch models train on grayscale; backbones get 3 channels and their own preprocessing.")
-    weights = cols[2].selectbox("Weights", ["none", "imagenet", "local file"], key="train_weights",
+    weights = cols[2].selectbox("Weights", ["none", "imagenet", "local file"], disabled=bool(recipe), key="train_weights",
                                 help="ImageNet weights need a download (or the file in ~/.keras/models).")
     cols = st.columns(4)
-    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, key="train_size")
+    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size")
     epochs = cols[1].number_input("Epochs", 1, 500, 10, key="train_epochs")
-    batch_size = cols[2].number_input("Batch size", 1, 512, 16, key="train_batch")
-    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="train_lr")
-    weights_file = st.text_input("Local weights file (for 'local file')", key="train_weights_file")
+    batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch")
+    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr")
+    weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file")
     cols = st.columns(3)
-    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, key="train_augment")
-    class_weighting = cols[1].checkbox("Class weights", value=True, key="train_class_weights")
-    freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], key="train_freeze")
+    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment")
+    class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights")
+    freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze")
     cols = st.columns(2)
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
-                           horizontal=True, key="train_preset")
-    folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, key="train_folds")
+                           horizontal=True, disabled=bool(recipe), key="train_preset")
+    folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, disabled=bool(recipe), key="train_folds")
     submitted = st.form_submit_button("Start training", type="primary")
 
-if submitted:
+if submitted and recipe:
+    try:
+        if recipe == "xray-imagenet":
+            build_model(recipe_config(recipe, data).model)  # offline without weights: the message now, not a failed job
+        run = create_recipe_run(recipe, data, epochs=int(epochs))
+        state = jobs.start(run)
+        st.success(f"Started {run.name} ({recipe} recipe)" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
+        st.session_state["train_selected"] = run.name
+    except MedImageError as exc:
+        st.error(str(exc))
+elif submitted:
     config = make_config(
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,

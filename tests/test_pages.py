@@ -167,6 +167,8 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
+    assert at.selectbox(key="train_recipe").value.startswith("X-ray recipe, from scratch")  # preselected for two classes
+    at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
     at.number_input(key="train_size").set_value(32)
     at.number_input(key="train_epochs").set_value(1)
     at.button[0].click().run()  # the form's submit button
@@ -185,9 +187,41 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
     at.selectbox(key="train_model").set_value("vgg16")
     at.selectbox(key="train_weights").set_value("local file")
     at.text_input(key="train_weights_file").input("/nowhere/vgg16.h5")
     at.button[0].click().run()
     assert not at.exception
     assert any("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import time
+
+    import keras
+
+    from core.runs import effective_state, list_runs, read_status
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    at.number_input(key="train_epochs").set_value(1)
+    at.button[0].click().run()
+    assert not at.exception and any("xray recipe" in s.value for s in at.success)
+    run = Path(list_runs().iloc[0]["path"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["name"] == "xraynet" and config["rows"] == "rows.csv" and config["epochs"] == 1
+    deadline = time.time() + 240
+    while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    assert read_status(run)["state"] == "completed" and "threshold" in read_status(run)
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure")
+
+    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
+    at.selectbox(key="train_recipe").set_value("X-ray recipe, ImageNet backbone (needs weights)").run()
+    at.button[0].click().run()
+    assert not at.exception and any("efficientnetb0_notop.h5" in e.value for e in at.error)
