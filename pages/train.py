@@ -9,9 +9,9 @@ from core.charts import batch_curves_figure, runs_overlay_figure, training_curve
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.models import BACKBONES, MODEL_NAMES, build_model
+from core.recipes import create_recipe_run, recipe_config
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
-from core.recipes import create_recipe_run, recipe_config
 from pages.common import active_dataset_name, load_dataset, source_label
 
 st.title("Train")
