@@ -142,7 +142,7 @@ if head == "binary":
         )
 
     st.subheader("Decision threshold")
-    cols = st.columns([4, 1.4, 1.4, 1.2, 1.4])
+    cols = st.columns([3, 2, 2.4, 1.4, 2])
     threshold = cols[0].slider(f"P({classes[1]}) threshold", 0.0, 1.0, step=0.001, format="%.3f", key=key)
     cols[1].button("Youden (validation)", on_click=choose, args=("youden",), key="eval_youden")
     cols[3].number_input("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key="eval_target_sens")

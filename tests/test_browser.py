@@ -149,3 +149,33 @@ def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
     page.get_by_text(re.compile(r"completed · epoch \d+/12")).first.wait_for(timeout=180_000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_with_gradcam_in_chromium(server_url: str, page) -> None:
+    """A trained run: Evaluate predicts the test split and shows the metrics; Predict takes an upload
+    and shows the probabilities and the Grad-CAM overlay."""
+    from core.dataset import DEMO, open_dataset
+    from core.models import ModelConfig
+    from core.pipeline import PipelineConfig
+    from core.runs import create_run
+    from core.train import TrainConfig, run_job
+
+    config = TrainConfig(data="demo", epochs=1, tensorboard=False, model=ModelConfig(image_size=48), pipeline=PipelineConfig(image_size=48))
+    assert run_job(create_run(config.to_dict()), verbose=0) == "completed"  # the newest run: both pages preselect it
+    page.goto(f"{server_url}/evaluate")
+    page.get_by_role("button", name="Predict", exact=True).click(timeout=120_000)
+    page.get_by_text("Sensitivity").first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+
+    image = open_dataset(DEMO).table.query("label == 'PNEUMONIA'")["path"].iloc[0]
+    page.goto(f"{server_url}/predict")
+    page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
+    page.locator("input[type=file]").first.set_input_files(image)
+    page.get_by_text(re.compile(r"Grad-CAM for \w+ at layer")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"threshold 0\.\d+")).first.wait_for(timeout=30_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
