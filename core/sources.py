@@ -9,6 +9,7 @@ Layouts understood:
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -131,9 +132,12 @@ def _pick_column(columns: list[str], names: tuple[str, ...]) -> str | None:
 def list_csv(csv_path: str | os.PathLike) -> Listing:
     """Rows from a CSV of path,label[,split]; paths must stay inside the CSV's folder."""
     csv_path = Path(csv_path).expanduser()
+    if csv_path.is_file() and csv_path.stat().st_size == 0:
+        raise DatasetError(f"{csv_path.name} is empty. Give a CSV with 'path' and 'label' columns.")
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        # sep=None sniffs the delimiter, so a spreadsheet's semicolon or tab export reads too
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=None, engine="python")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path.name} cannot be read as a CSV ({exc}).") from exc
     path_col = _pick_column(list(frame.columns), _PATH_COLUMNS)
     label_col = _pick_column(list(frame.columns), _LABEL_COLUMNS)

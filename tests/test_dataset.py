@@ -107,9 +107,9 @@ def test_csv_with_split_and_bad_columns(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("filename_x,diag_y\n1,2\n")
     with pytest.raises(DatasetError, match="needs a 'path' and a 'label' column"):
         open_dataset(tmp_path / "bad.csv")
-    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DatasetError, match="cannot be read as a CSV"):
-        open_dataset(tmp_path / "empty.csv")
+        open_dataset(tmp_path / "binary.csv")
 
 
 def _zip(entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
@@ -262,3 +262,13 @@ def test_real_chest_xray_scan() -> None:
     assert ds.table["label"].value_counts().to_dict() == {"PNEUMONIA": 3875, "NORMAL": 1341}
     assert size_stats(ds.table)["width"] == {"mean": 224.0, "median": 224.0, "min": 224.0, "max": 224.0}
     assert (ds.table["height"] == 224).all() and skipped_summary(ds.skipped) == {}
+
+
+def test_csv_delimiter_is_sniffed(tmp_path: Path) -> None:
+    make_class_folders(tmp_path, {"a": 3, "b": 3})
+    rows = "".join(f"{c}/{c}_{i}.png;{c}\n" for c in ("a", "b") for i in range(3))
+    (tmp_path / "labels.csv").write_text("path;label\n" + rows)
+    assert open_dataset(str(tmp_path / "labels.csv")).classes == ["a", "b"]
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DatasetError, match="is empty"):
+        open_dataset(str(tmp_path / "empty.csv"))
