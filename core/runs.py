@@ -40,19 +40,25 @@ def create_run(config: dict[str, Any], runs_dir: Path | None = None) -> Path:
 
     The folder is made with an exclusive mkdir, so two starts at the same moment get two runs.
     """
+    from core.errors import MedImageError
+
     runs_dir = Path(runs_dir or models_dir())
-    runs_dir.mkdir(parents=True, exist_ok=True)
     model = str(config.get("model", {}).get("name", "model"))
-    while True:
-        name = f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{secrets.token_hex(2)}"
-        try:
-            (runs_dir / name).mkdir()
-            break
-        except FileExistsError:
-            continue
-    run = runs_dir / name
-    write_json(run / "config.json", config)
-    write_status(run, state="queued", created=now_iso())
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            name = f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{secrets.token_hex(2)}"
+            try:
+                (runs_dir / name).mkdir()
+                break
+            except FileExistsError:
+                continue
+        run = runs_dir / name
+        write_json(run / "config.json", config)
+        write_status(run, state="queued", created=now_iso())
+    except OSError as exc:  # read-only disk, disk full, a file where the folder should be
+        raise MedImageError(f"Cannot create a run folder in {runs_dir} ({exc.strerror or exc}). "
+                            "Free some space or set MEDIMAGE_MODELS_DIR to a writable folder.") from exc
     return run
 
 
@@ -146,6 +152,18 @@ def read_metrics(run: Path, name: str = "metrics.csv") -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def _metrics_problem(run: Path) -> str:
+    """What is wrong with a run's metrics.csv, or '' (absent is fine: the job has not finished an epoch)."""
+    path = Path(run) / "metrics.csv"
+    if not path.exists():
+        return ""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        return f"metrics.csv is unreadable ({str(exc).splitlines()[0][:80]})"
+    return "" if "epoch" in frame.columns else "metrics.csv has no epoch column"
+
+
 def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
     """One row per run folder, newest first: name, state, model, dataset, epoch, best, message."""
     runs_dir = Path(runs_dir or models_dir())
@@ -155,7 +173,8 @@ def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
         try:
             config = read_json(run / "config.json")
         except (OSError, ValueError) as exc:
-            config = {"error": str(exc)}
+            config = {"error": f"config.json is unreadable ({exc})"}
+        problems = [status.get("message", "") if status.get("state") == "unknown" else "", config.get("error", ""), _metrics_problem(run)]
         rows.append({
             "run": run.name,
             "state": effective_state(status),
@@ -164,7 +183,7 @@ def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
             "epoch": f"{status.get('epoch', 0)}/{status.get('epochs', config.get('epochs', '?'))}",
             "best": status.get("best_value"),
             "started": status.get("started", status.get("created", "")),
-            "message": status.get("message", "") or config.get("error", ""),
+            "message": "; ".join(p for p in problems if p) or status.get("message", ""),
             "path": str(run),
         })
     return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "path"])
@@ -196,3 +215,12 @@ def has_model(run: Path) -> bool:
     if any((run / n).exists() for n in ("best.keras", "final.keras", "last.keras")):
         return True
     return any((f / "best.keras").exists() for f in run.glob("fold-*"))
+
+
+def can_predict(run: Path) -> bool:
+    """A run Evaluate and Predict can use: readable config, known classes, and a model file."""
+    try:
+        read_json(Path(run) / "config.json")
+    except (OSError, ValueError):
+        return False
+    return bool(read_status(run).get("classes")) and has_model(run)

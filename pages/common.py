@@ -98,13 +98,10 @@ def duplicate_pairs(source: str, max_distance: int):
 
 
 def runs_with_models(runs):
-    """The runs (from list_runs) that have a model to predict with and know their classes."""
-    from core.runs import has_model, read_status
+    """The runs (from list_runs) that have a model to predict with, a readable config and their classes."""
+    from core.runs import can_predict
 
-    if runs.empty:
-        return runs
-    keep = [has_model(p) and bool(read_status(p).get("classes")) for p in runs["path"]]
-    return runs[keep]
+    return runs if runs.empty else runs[[can_predict(p) for p in runs["path"]]]
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)

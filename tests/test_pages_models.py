@@ -127,3 +127,25 @@ def test_predict_page_imagenet_and_segmentation_offline_messages(monkeypatch: py
     at.text_input(key="seg_handle").input(str(tmp_path)).run()
     at.file_uploader(key="seg_file").set_value(("p.png", _png(), "image/png")).run()
     assert not at.exception and any("saved_model.pb" in e.value for e in at.error)
+
+
+def test_pages_survive_corrupt_run_folders(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    good = next(p for p in models_dir.iterdir() if p.is_dir())
+    folder = tmp_path / "models"
+    shutil.copytree(good, folder / good.name)
+    broken_config = folder / "20990101-000000-smallnet-dead"
+    shutil.copytree(good, broken_config)
+    (broken_config / "config.json").write_text("{ not json")
+    broken_status = folder / "20990101-000001-smallnet-beef"
+    shutil.copytree(good, broken_status)
+    (broken_status / "status.json").write_text('{"state": "runn')
+    (broken_status / "metrics.csv").write_bytes(b'epoch,loss\n1,"0.5\n\x00')
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(folder))
+    for page in ("pages/train.py", "pages/evaluate.py", "pages/predict.py"):
+        at = _page(page)
+        assert not at.exception, page
+    at = _page("pages/train.py")
+    text = " ".join(str(d.value) for d in at.dataframe)
+    assert "unreadable" in text

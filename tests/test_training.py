@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from core import jobs
@@ -66,7 +68,8 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
 
 
 def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
-    run = create_run(_config(epochs=4, size=64), tmp_path)
+    run = create_run(_config(epochs=4, size=64, reduce_lr_patience=0), tmp_path)
+    request(run, lr=3e-4)  # a learning rate set from the page must survive the crash
     jobs.start(run)
     status = _wait(run, lambda s: s.get("epoch", 0) >= 1 and s.get("state") == "running")
     os.kill(int(status["pid"]), signal.SIGKILL)
@@ -82,7 +85,15 @@ def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
     status = _wait(run, _done)
     assert status["state"] == "completed" and status["epoch"] == 4
     assert read_metrics(run)["epoch"].tolist() == [1, 2, 3, 4]
+    assert read_metrics(run)["lr"].tolist() == pytest.approx([3e-4] * 4)  # the optimizer state came back with last.keras
     assert f"epoch {resumed_from + 1}/4" in (run / "log.txt").read_text()
+    for path in run.rglob("*"):  # no file in the run folder is corrupt
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            pd.read_csv(path)
+        elif path.suffix == ".keras":
+            assert zipfile.is_zipfile(path)
 
 
 def test_extend_and_stop_after_epoch_requests(tmp_path: Path) -> None:
@@ -130,6 +141,35 @@ def test_corrupt_status_is_listed_with_its_problem(tmp_path: Path) -> None:
     (run / "status.json").write_text('{"state": "runn')
     row = list_runs(tmp_path).iloc[0]
     assert row["state"] == "unknown" and "unreadable" in row["message"]
+    (run / "metrics.csv").write_bytes(b'epoch,loss\n1,0.5\n2,"0.4\n\x00\x00')
+    assert "metrics.csv is unreadable" in list_runs(tmp_path).iloc[0]["message"]
+    (run / "config.json").write_text("{")
+    assert "config.json is unreadable" in list_runs(tmp_path).iloc[0]["message"]
+
+
+def test_disk_full_fails_the_job_with_a_clear_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from core import train
+
+    def full(model, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train, "save_model_atomic", full)
+    run = create_run(_config(epochs=1), tmp_path)
+    assert train.run_job(run, verbose=0) == "failed"
+    status = read_status(run)
+    assert status["state"] == "failed" and "No space left on device" in status["message"]
+    assert "No space left" in (run / "error.txt").read_text()
+
+
+def test_unwritable_models_folder_is_a_clear_message(tmp_path: Path) -> None:
+    from core.errors import MedImageError
+
+    blocker = tmp_path / "models"
+    blocker.write_text("a file where the models folder should be")
+    with pytest.raises(MedImageError, match="Cannot create a run folder.*MEDIMAGE_MODELS_DIR"):
+        create_run(_config(), blocker)
 
 
 def test_default_recipe_learns_the_demo_set(tmp_path: Path) -> None:
