@@ -64,9 +64,20 @@ def size_histograms_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def with_f1(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Add f1 (and val_f1) columns from the logged precision and recall: F1 = 2PR / (P + R)."""
+    out = metrics.copy()
+    for prefix in ("", "val_"):
+        p, r = prefix + "precision", prefix + "recall"
+        if p in out and r in out:
+            out[prefix + "f1"] = (2 * out[p] * out[r] / (out[p] + out[r])).fillna(0.0)
+    return out
+
+
 def training_curves_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Per-epoch curves: loss, accuracy/AUC (train and validation) and the learning rate."""
-    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("auc", "AUC"), ("mae", "MAE")]
+    """Per-epoch curves: loss, accuracy/AUC/F1 (train and validation) and the learning rate."""
+    metrics = with_f1(metrics)
+    panels = [("loss", "loss"), ("accuracy", "accuracy"), ("auc", "AUC"), ("f1", "F1"), ("mae", "MAE")]
     panels = [(key, title) for key, title in panels if key in metrics]
     titles = [title for _, title in panels] + (["learning rate"] if "lr" in metrics else [])
     fig = make_subplots(rows=1, cols=max(len(titles), 1), subplot_titles=titles)
@@ -86,9 +97,10 @@ def training_curves_figure(metrics: pd.DataFrame) -> go.Figure:
 
 def batch_curves_figure(batches: pd.DataFrame) -> go.Figure:
     """Training loss (and accuracy) every N batches, on a continuous epoch axis."""
+    batches = with_f1(batches)
     steps = batches["epoch"] - 1 + batches["batch"] / batches.groupby("epoch")["batch"].transform("max")
     fig = go.Figure()
-    for key, color in (("loss", SPLIT_COLORS["train"]), ("accuracy", SPLIT_COLORS["test"])):
+    for key, color in (("loss", SPLIT_COLORS["train"]), ("accuracy", SPLIT_COLORS["test"]), ("f1", SPLIT_COLORS["val"])):
         if key in batches:
             fig.add_trace(go.Scatter(x=steps, y=batches[key], mode="lines", name=f"batch {key}", line_color=color))
     fig.update_layout(template=TEMPLATE, height=240, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch")

@@ -223,7 +223,8 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     loss = {"binary": keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
             "multiclass": "sparse_categorical_crossentropy", "ordinal": "mse"}[head]
     metrics: list[Any] = {
-        "binary": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        "binary": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc"),
+                   keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")],  # F1 from these
         "multiclass": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         "ordinal": [keras.metrics.MeanAbsoluteError(name="mae")],
     }[head]
