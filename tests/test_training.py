@@ -56,7 +56,8 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     for name in ("config.json", "status.json", "metrics.csv", "batches.csv", "log.txt", "best.keras", "last.keras", "final.keras"):
         assert (run / name).stat().st_size > 0, name
     metrics = read_metrics(run)
-    assert metrics["epoch"].tolist() == [1, 2] and {"loss", "val_loss", "accuracy", "val_auc", "val_precision", "val_recall", "lr"} <= set(metrics.columns)
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert {"loss", "val_loss", "accuracy", "val_auc", "val_precision", "val_recall", "lr"} <= set(metrics.columns)
     from core.charts import training_curves_figure, with_f1
 
     f1 = with_f1(metrics)["val_f1"]
