@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import stat
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +41,16 @@ def make_class_folders(root: Path, counts: dict[str, int], size=(16, 12)) -> Pat
         for i in range(n):
             write_png(root / label / f"{label}_{i}.png", size=size, value=(i * 7) % 255)
     return root
+
+
+def zip_bytes(entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
+    """A zip of the entries, plus symbolic-link members pointing at /etc/passwd (for the unsafe cases)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        for name in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()

@@ -26,6 +26,7 @@ from core.dataset import open_dataset
 from core.errors import MedImageError
 from core.image_reader import read_image
 from core.predict import from_model, load_model_file
+from tests.conftest import zip_bytes
 
 Case = tuple[str, str, Callable[[Path], object]]  # (kind, name, run(tmp) -> anything)
 
@@ -102,7 +103,7 @@ def _image_bytes() -> dict[str, bytes]:
         "pdf-bytes.pdf": b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF",
         "svg.svg": b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>",
         "html.png": b"<html><body>hi</body></html>",
-        "zip-as.png": _zip_bytes({"a.png": png}),
+        "zip-as.png": zip_bytes({"a.png": png}),
         "dicom-preamble-only.dcm": b"\0" * 128 + b"DICM",
         "dicom-truncated.dcm": Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes()[:2000],
         "dicom-as.png": Path(pydicom.data.get_testdata_file("CT_small.dcm")).read_bytes(),
@@ -112,18 +113,6 @@ def _image_bytes() -> dict[str, bytes]:
         "png-signature-only.png": b"\x89PNG\r\n\x1a\n",
     }
     return cases
-
-
-def _zip_bytes(members: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        for name in symlinks:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o120777 << 16
-            zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
 
 
 def _dataset_cases() -> list[tuple[str, Callable[[Path], object]]]:
@@ -193,18 +182,18 @@ def _dataset_cases() -> list[tuple[str, Callable[[Path], object]]]:
         ("csv binary garbage", lambda tmp: ((tmp / "l.csv").write_bytes(os.urandom(3000)), open_dataset(str(tmp / "l.csv")))),
         ("csv semicolons", csv("path;label\nx.png;a\n", {"x.png": png})),
         ("csv unreadable image", csv("path,label\nx.png,a\ny.png,b\n", {"x.png": b"no", "y.png": png})),
-        ("zip with ..", zipped(_zip_bytes({"../evil.png": png, **good}))),
-        ("zip with absolute paths", zipped(_zip_bytes({"/tmp/evil.png": png, **good}))),
-        ("zip with symlinks", zipped(_zip_bytes(good, symlinks=("a/link.png",)))),
+        ("zip with ..", zipped(zip_bytes({"../evil.png": png, **good}))),
+        ("zip with absolute paths", zipped(zip_bytes({"/tmp/evil.png": png, **good}))),
+        ("zip with symlinks", zipped(zip_bytes(good, symlinks=("a/link.png",)))),
         ("zip bomb", zipped(bomb.getvalue())),
         ("zip not a zip", zipped(b"PK\x03\x04 definitely broken")),
-        ("zip empty", zipped(_zip_bytes({}))),
-        ("zip no images", zipped(_zip_bytes({"a/readme.txt": b"x"}))),
-        ("zip one class", zipped(_zip_bytes({"a/1.png": png, "a/2.png": png}))),
-        ("zip truncated", zipped(_zip_bytes(good)[:300])),
-        ("zip good", zipped(_zip_bytes(good))),
-        ("zip windows drive path", zipped(_zip_bytes({"C:/evil.png": png, **good}))),
-        ("zip backslashes", zipped(_zip_bytes({"a\\..\\..\\evil.png": png, **good}))),
+        ("zip empty", zipped(zip_bytes({}))),
+        ("zip no images", zipped(zip_bytes({"a/readme.txt": b"x"}))),
+        ("zip one class", zipped(zip_bytes({"a/1.png": png, "a/2.png": png}))),
+        ("zip truncated", zipped(zip_bytes(good)[:300])),
+        ("zip good", zipped(zip_bytes(good))),
+        ("zip windows drive path", zipped(zip_bytes({"C:/evil.png": png, **good}))),
+        ("zip backslashes", zipped(zip_bytes({"a\\..\\..\\evil.png": png, **good}))),
     ]
 
 
@@ -246,7 +235,7 @@ def _model_cases() -> list[tuple[str, Callable[[Path], object]]]:
         ("pickle bytes", lambda tmp: load_model_file(b"\x80\x04\x95", "model.pkl")),
         ("h5 bytes", lambda tmp: load_model_file(b"\x89HDF\r\n\x1a\n" + b"\0" * 100, "model.h5")),
         ("empty file", lambda tmp: load_model_file(b"", "e.keras")),
-        ("zip without a model", lambda tmp: load_model_file(_zip_bytes({"x.txt": b"hi"}), "x.keras")),
+        ("zip without a model", lambda tmp: load_model_file(zip_bytes({"x.txt": b"hi"}), "x.keras")),
         ("flat input model", flat_input),
         ("five-channel model", five_channels),
         ("class names mismatch", mismatched_classes),

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import stat
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +15,8 @@ from core import scan
 from core.dataset import DEMO, class_counts, imbalance_ratio, open_dataset, size_stats, skipped_summary, store_upload
 from core.demo_data import CLASSES, IMAGES_PER_CLASS, generate
 from core.errors import DatasetError
-from core.safe_zip import extract_zip
 from core.splits import assign_split, class_weights, trim
-from tests.conftest import CHEST_XRAY, make_class_folders, write_png
+from tests.conftest import CHEST_XRAY, make_class_folders, write_png, zip_bytes
 
 
 def test_class_folders_with_junk(tmp_path: Path) -> None:
@@ -112,23 +108,11 @@ def test_csv_with_split_and_bad_columns(tmp_path: Path) -> None:
         open_dataset(tmp_path / "binary.csv")
 
 
-def _zip(entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-        for name in symlinks:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
-
-
 def test_zip_source_is_extracted_safely(tmp_path: Path) -> None:
     png = write_png(tmp_path / "p.png").read_bytes()
     entries = {f"set/{c}/{c}{i}.png": png for c in ("a", "b") for i in range(4)}
     entries |= {"../evil.png": png, "/abs/evil.png": png, "__MACOSX/set/a/._a0.png": b"junk"}
-    data = _zip(entries, symlinks=("set/a/link.png",))
+    data = zip_bytes(entries, symlinks=("set/a/link.png",))
     ds = open_dataset(data)
     assert ds.table["label"].value_counts().to_dict() == {"a": 4, "b": 4}
     reasons = skipped_summary(ds.skipped)
@@ -144,14 +128,14 @@ def test_zip_source_is_extracted_safely(tmp_path: Path) -> None:
 
 
 def test_zip_bomb_and_caps(tmp_path: Path) -> None:
-    bomb = _zip({"a/zeros.png": b"\0" * (80 * 1024 * 1024)})
+    bomb = zip_bytes({"a/zeros.png": b"\0" * (80 * 1024 * 1024)})
     assert len(bomb) < 1_000_000
     with pytest.raises(DatasetError, match="zip bomb"):
         extract_zip(bomb, tmp_path)
     with pytest.raises(DatasetError, match="file cap"):
-        extract_zip(_zip({f"f{i}.png": b"x" for i in range(20)}), tmp_path, max_files=10)
+        extract_zip(zip_bytes({f"f{i}.png": b"x" for i in range(20)}), tmp_path, max_files=10)
     with pytest.raises(DatasetError, match="cap"):
-        extract_zip(_zip({"big.png": os.urandom(4096)}), tmp_path, max_bytes=1000)
+        extract_zip(zip_bytes({"big.png": os.urandom(4096)}), tmp_path, max_bytes=1000)
     with pytest.raises(DatasetError, match="not a readable zip"):
         extract_zip(b"PK\x03\x04 nonsense", tmp_path)
     assert not any(p.name.startswith("zip-") for p in tmp_path.iterdir())

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHEST_XRAY
 
 from core.augment import AugmentConfig, build_augmentation
 from core.dataset import DEMO, open_dataset
@@ -18,6 +17,7 @@ from core.models import IntensityNorm, ModelConfig, build_model
 from core.recipes import RECIPES, create_recipe_run, grouped_split, patient_id, recipe_config
 from core.runs import read_json, read_status
 from core.train import TrainConfig, run_job
+from tests.conftest import CHEST_XRAY
 
 
 def test_patient_ids_from_kermany_names() -> None:
