@@ -15,6 +15,7 @@ from core import scan
 from core.dataset import DEMO, class_counts, imbalance_ratio, open_dataset, size_stats, skipped_summary, store_upload
 from core.demo_data import CLASSES, IMAGES_PER_CLASS, generate
 from core.errors import DatasetError
+from core.safe_zip import extract_zip
 from core.splits import assign_split, class_weights, trim
 from tests.conftest import CHEST_XRAY, make_class_folders, write_png, zip_bytes
 
