@@ -1,14 +1,16 @@
 """Evaluation speed: core.evaluate.predict_table (tf.data, batched) vs the seeds' per-image model.predict.
 
-Usage: python bench/predict_bench.py [SOURCE] [--limit 512] [--size 128] [--model smallnet]
+Usage: python bench/predict_bench.py [SOURCE] [--limit 624] [--size 224] [--model smallnet]
 (default SOURCE ../shared/data/chest_xray/train, else the demo set). Both read the same files and
 run the same untrained model; the naive way is the seed's loop: load the image, resize, then
-`model.predict(x[None])` per image. Prints images/s for both and the ratio (goal >= 10x).
+`model.predict(x[None])` per image. Prints images/s for both and the ratio (goal >= 10x), and the
+peak memory after predicting N and then 4N images with predict_table (it streams: no growth).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -21,8 +23,8 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", default=str(DEFAULT) if DEFAULT.exists() else "demo")
-    parser.add_argument("--limit", type=int, default=512)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=624)
+    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--model", default="smallnet")
     args = parser.parse_args()
 
@@ -47,6 +49,10 @@ def main() -> int:
     started = time.perf_counter()
     ours = predict_table(run, table, "bench")
     fast = time.perf_counter() - started
+    peak_n = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    bigger = dataset.table.sample(min(4 * args.limit, len(dataset.table)), random_state=1)
+    predict_table(run, bigger, "bench-4x")
+    peak_4n = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     model.predict(np.zeros((1, args.size, args.size, 1), np.float32), verbose=0)  # warm up the naive way too
     started = time.perf_counter()
@@ -63,6 +69,7 @@ def main() -> int:
     print(f"batched predict_table:   {fast:6.2f} s  {n / fast:7.1f} images/s")
     print(f"per-image model.predict: {slow:6.2f} s  {n / slow:7.1f} images/s")
     print(f"ratio: {slow / fast:.1f}x (goal >= 10x); correlation of the two outputs {agree:.4f}")
+    print(f"peak memory after {n} images: {peak_n:.0f} MB; after {len(bigger)} more: {peak_4n:.0f} MB (streams: no growth with N)")
     return 0
 
 

@@ -97,7 +97,8 @@ def ablation(args: argparse.Namespace) -> None:
     variants = {
         "recipe": {},
         "no equalisation (x/255)": {"model": {"intensity": "rescale"}},
-        "light augmentation": {"augment": AugmentConfig()},
+        "strong exposure augmentation": {"augment": AugmentConfig(translation=0.06, zoom=0.12, contrast=0.3, brightness=0.2,
+                                                                 gamma=0.4, noise=0.03)},
         "no label smoothing": {"label_smoothing": 0.0},
         "no class weights": {"class_weighting": False},
         "no TTA (same model)": "tta",

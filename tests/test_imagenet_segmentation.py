@@ -75,8 +75,9 @@ def test_segmentation_from_a_local_savedmodel(saved_hrnet: Path) -> None:
     assert (classes[:, :18] == 5).all() and (classes[:, 22:] == 21).all()
     mask = segmentation.colour_mask(classes)
     assert tuple(mask[0, 0]) == (64, 0, 128) and tuple(mask[0, -1]) == (128, 128, 128)
-    blended = segmentation.blend(rgb, mask, 0.5)
-    assert blended[0, 0, 0] > blended[0, 0, 2]  # a red photo stays red-dominant: no BGR/RGB swap
+    blended = segmentation.blend(rgb, mask, 0.25)
+    assert tuple(blended[0, 0]) == (207, 0, 32)  # 0.75 * red photo + 0.25 * Car (64, 0, 128): no BGR/RGB swap
+    assert tuple(blended[0, -1]) == (32, 32, 32)  # 0.75 * black + 0.25 * Sky (128, 128, 128)
     shares = segmentation.class_shares(classes)
     assert shares["class"].tolist() == ["Sky", "Car"] and shares["share"].sum() == pytest.approx(1.0)
 

@@ -149,3 +149,23 @@ def test_pages_survive_corrupt_run_folders(models_dir: Path, tmp_path: Path, mon
     at = _page("pages/train.py")
     text = " ".join(str(d.value) for d in at.dataframe)
     assert "unreadable" in text
+
+
+def test_evaluate_an_external_folder(models_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from core.dataset import DEMO, open_dataset
+
+    table = open_dataset(DEMO).table
+    for label in ("NORMAL", "PNEUMONIA"):  # "another hospital": the same classes, other files
+        (tmp_path / "hospital_b" / label).mkdir(parents=True)
+        for path in table[table["label"] == label]["path"].head(6):
+            shutil.copy(path, tmp_path / "hospital_b" / label / f"b_{Path(path).name}")
+    at = _page("pages/evaluate.py")
+    at.radio(key="eval_target").set_value("external folder").run()
+    at.text_input(key="eval_external").input(str(tmp_path / "hospital_b")).run()
+    _button(at, "Predict").click().run()
+    assert not at.exception and not at.error
+    run = next(p for p in models_dir.iterdir() if p.is_dir())
+    assert (run / "predictions-external-hospital-b.csv").exists()
+    assert any("12 images" in c.value for c in at.caption)

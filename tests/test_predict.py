@@ -153,3 +153,37 @@ def test_predict_cli_json_with_cam(run: Path, tmp_path: Path) -> None:
     assert good["label"] in out["classes"] and abs(sum(good["probabilities"].values()) - 1) < 1e-6
     assert "error" in bad and ct["label"] in out["classes"]
     assert Path(good["cam"]).exists() and Image.open(good["cam"]).size == (40, 40)
+
+
+def _corner_data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images; the positives carry a bright 8x8 square in the top-left corner."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 90, (n, 32, 32, 1)).astype("float32")
+    y = np.arange(n) % 2
+    x[y == 1, 2:10, 2:10] = 255.0
+    return x, y
+
+
+@pytest.mark.parametrize("method", [GradCam, GradCamPlusPlus])
+def test_cam_of_a_trained_model_finds_the_corner_square(method) -> None:
+    keras.utils.set_random_seed(0)
+    x, y = _corner_data()
+    inputs = keras.Input((32, 32, 1))
+    h = keras.layers.Rescaling(1 / 255.0)(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="last_conv")(h)
+    out = keras.layers.Dense(1, activation="sigmoid", name="prediction")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, out)
+    model.compile(keras.optimizers.Adam(0.01), "binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    test_x, test_y = _corner_data(8, seed=1)
+    assert model.evaluate(test_x, test_y, verbose=0)[1] == 1.0  # it learned the square
+    explainer = method(model)
+    assert explainer.layer == "last_conv"
+    positive = test_x[test_y == 1][:1]
+    heat = explainer.explain(positive, class_index=1).heatmaps[0]
+    row, col = np.unravel_index(np.argmax(heat), heat.shape)
+    assert row < 14 and col < 14, (row, col)  # the peak sits on the square, top-left
+    assert heat[:16, :16].mean() > 2 * heat[16:, 16:].mean()
+    other = explainer.explain(positive, class_index=0).heatmaps[0]
+    assert not np.allclose(other, heat)  # the class asked about changes the map
