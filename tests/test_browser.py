@@ -173,9 +173,31 @@ def test_evaluate_and_predict_with_gradcam_in_chromium(server_url: str, page) ->
     image = open_dataset(DEMO).table.query("label == 'PNEUMONIA'")["path"].iloc[0]
     page.goto(f"{server_url}/predict")
     page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
-    page.locator("input[type=file]").first.set_input_files(image)
+    from pydicom.data import get_testdata_file
+
+    page.locator("input[type=file]").first.set_input_files([image, get_testdata_file("CT_small.dcm")])
     page.get_by_text(re.compile(r"Grad-CAM for \w+ at layer")).first.wait_for(timeout=120_000)
     page.get_by_text(re.compile(r"threshold 0\.\d+")).first.wait_for(timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
+
+    def choose(label: str, option: str) -> None:
+        box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text(label, exact=True))
+        box.click()
+        page.keyboard.type(option)  # the select filters as one types; Enter picks the match
+        page.keyboard.press("Enter")
+
+    choose("Image", "CT_small.dcm")  # the DICOM: window presets and its facts appear
+    page.get_by_text("DICOM facts (no patient-identifying fields)").first.wait_for(timeout=60_000)
+    page.get_by_text("Grad-CAM settings").first.click()
+    choose("Explain class", "NORMAL")
+    page.get_by_text(re.compile(r"Grad-CAM for NORMAL at layer")).first.wait_for(timeout=60_000)
+    slider = page.locator("[data-testid='stSlider']").filter(has=page.get_by_text("Opacity", exact=True)).get_by_role("slider")
+    slider.focus()
+    for _ in range(4):
+        slider.press("ArrowRight")
+    page.get_by_text("0.60").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "predict_dicom.png"), full_page=True)
