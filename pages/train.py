@@ -9,7 +9,7 @@ from core.charts import batch_curves_figure, runs_overlay_figure, training_curve
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.models import BACKBONES, MODEL_NAMES, build_model
-from core.recipes import create_recipe_run, recipe_config
+from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
 from pages.common import active_dataset_name, load_dataset, source_label
@@ -38,7 +38,7 @@ with st.form("train_form"):
                                 help="ImageNet weights need a download (or the file in ~/.keras/models).")
     cols = st.columns(4)
     image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size")
-    epochs = cols[1].number_input("Epochs", 1, 500, 10, key="train_epochs")
+    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS if recipe else 10, key="train_epochs_recipe" if recipe else "train_epochs")
     batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch")
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr")
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file")

@@ -207,7 +207,8 @@ def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch) -> N
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
-    at.number_input(key="train_epochs").set_value(1)
+    assert at.number_input(key="train_epochs_recipe").value == 14
+    at.number_input(key="train_epochs_recipe").set_value(1)
     at.button[0].click().run()
     assert not at.exception and any("xray recipe" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
