@@ -148,6 +148,8 @@ def multiclass_summary(predictions: pd.DataFrame, classes: list[str], n_boot: in
     summary = metrics.multiclass_metrics(y, probabilities, classes)
     y_pred = probabilities.argmax(axis=1)
     summary["confusion_matrix"] = skm.confusion_matrix(y, y_pred, labels=list(range(len(classes)))).tolist()
+    kappa = metrics.quadratic_kappa(y, y_pred, len(classes))
+    summary.update(observed=kappa.observed.tolist(), expected=kappa.expected.tolist(), weights=kappa.weights.tolist())
     for key, fn in (("accuracy", lambda a, b: skm.accuracy_score(a, b)),
                     ("f1_macro", lambda a, b: skm.f1_score(a, b, average="macro", zero_division=0)),
                     ("kappa", lambda a, b: metrics.quadratic_kappa(a, b, len(classes)).kappa)):

@@ -164,14 +164,9 @@ with tabs[0]:
     normalise = st.toggle("Row-normalised", key="eval_norm")
     st.plotly_chart(charts.confusion_figure(summary["confusion_matrix"], classes, normalise), width="stretch")
     if head != "binary":
-        st.plotly_chart(
-            charts.kappa_matrices_figure(
-                *[summary.get(k) or np.zeros((len(classes),) * 2) for k in ("observed", "expected", "weights")], classes
-            )
-            if head == "ordinal"
-            else charts.per_class_figure(summary["report"]),
-            width="stretch",
-        )
+        st.plotly_chart(charts.kappa_matrices_figure(summary["observed"], summary["expected"], summary["weights"], classes), width="stretch")
+    if head == "multiclass":
+        st.plotly_chart(charts.per_class_figure(summary["report"]), width="stretch")
 with tabs[1]:
     if head == "binary" and len(np.unique(y)) == 2:
         curves = {primary: (y, p)}

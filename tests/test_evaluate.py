@@ -61,3 +61,72 @@ def test_evaluate_cli_json(trained: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "core", "evaluate", "/nonexistent", "--json"], cwd=ROOT,
                          capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert bad.returncode == 2 and "not a run folder" in json.loads(bad.stdout)["error"]
+
+
+def _fake_run(root: Path, head: str, classes: list[str], models: dict[str, float], size: int = 16) -> Path:
+    """A run folder without training: constant-output models (bias only) saved where a run keeps them."""
+    import keras
+
+    from core.runs import write_status
+
+    config = TrainConfig(data="demo", model=ModelConfig(image_size=size, head=head, n_classes=len(classes)),
+                         pipeline=PipelineConfig(image_size=size))
+    run = create_run(config.to_dict(), root)
+    for where, value in models.items():
+        inputs = keras.Input((size, size, 1))
+        units = len(classes) if head == "multiclass" else 1
+        dense = keras.layers.Dense(units, activation={"binary": "sigmoid", "multiclass": "softmax"}.get(head), kernel_initializer="zeros",
+                                   bias_initializer=keras.initializers.Constant(value), name="prediction")
+        (run / where).parent.mkdir(parents=True, exist_ok=True)
+        keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs))).save(run / where)
+    write_status(run, classes=classes)
+    return run
+
+
+def test_fold_ensemble_averages_the_fold_models(tmp_path: Path) -> None:
+    import numpy as np
+
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    run = _fake_run(tmp_path, "binary", ["NORMAL", "PNEUMONIA"], {"fold-1/best.keras": logit(0.2), "fold-2/best.keras": logit(0.6)})
+    test = open_dataset(DEMO).table.query("split == 'test'").head(4)
+    predictions = predict_table(run, test, "ens")
+    assert np.allclose(predictions["p_PNEUMONIA"], 0.4, atol=1e-5)  # the mean of 0.2 and 0.6
+    assert (predictions["predicted"] == "NORMAL").all()
+
+
+def test_multiclass_and_ordinal_summaries(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from core.evaluate import ordinal_summary, summarize
+
+    classes = ["a", "b", "c"]
+    run = _fake_run(tmp_path, "multiclass", classes, {"best.keras": 0.0})
+    preds = pd.DataFrame({"path": list("pqrstu"), "label": ["a", "a", "b", "b", "c", "c"],
+                          "p_a": [.8, .1, .1, .2, .1, .1], "p_b": [.1, .8, .8, .7, .2, .1], "p_c": [.1, .1, .1, .1, .7, .8]})
+    preds["predicted"] = [classes[i] for i in preds[["p_a", "p_b", "p_c"]].to_numpy().argmax(axis=1)]
+    summary = summarize(run, preds, n_boot=200)
+    assert summary["head"] == "multiclass" and summary["accuracy"] == pytest.approx(5 / 6)
+    assert summary["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
+    assert np.array(summary["weights"]).tolist() == [[0, .25, 1], [.25, 0, .25], [1, .25, 0]]
+    assert summary["accuracy_ci95"][0] <= summary["accuracy"] <= summary["accuracy_ci95"][1]
+    assert summary["report"]["b"]["recall"] == 1.0
+    ordinal = pd.DataFrame({"label": ["a", "a", "b", "b", "c", "c"], "score": [0.2, 0.7, 0.8, 1.3, 1.6, 2.2]})
+    plain = ordinal_summary(ordinal, classes)
+    tuned = ordinal_summary(ordinal, classes, cutpoints=[0.75, 1.45])
+    assert tuned["kappa"] == pytest.approx(1.0) and plain["kappa_rounding"] < 1.0 and tuned["kappa_rounding"] == plain["kappa"]
+
+
+def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
+    from core.dataset import class_counts
+    from core.evaluate import summarize
+    from core.report import build_report
+
+    dataset = open_dataset(DEMO)
+    test = dataset.table.query("split == 'test'")
+    predictions = predict_table(trained, test, "test")
+    html = build_report(trained, "test", predictions, summarize(trained, predictions, n_boot=100), class_counts(dataset.table))
+    for text in ("Not for clinical use", "External validation: not done", "Decision threshold 0.5", "95% CI", "plotly", trained.name):
+        assert text in html, text
+    external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
+    assert "came from a source other than the training set" in external

@@ -226,3 +226,31 @@ def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch) -> N
     at.selectbox(key="train_recipe").set_value("X-ray recipe, ImageNet backbone (needs weights)").run()
     at.button[0].click().run()
     assert not at.exception and any("efficientnetb0_notop.h5" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_a_new_dashboard_session_reattaches_to_a_running_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job runs in its own process; a restarted dashboard (a fresh session) finds it from its folder."""
+    import time
+
+    from core import jobs
+    from core.models import ModelConfig
+    from core.pipeline import PipelineConfig
+    from core.runs import create_run, read_status, request
+    from core.train import TrainConfig
+
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path))
+    config = TrainConfig(data="demo", epochs=50, tensorboard=False, model=ModelConfig(image_size=32), pipeline=PipelineConfig(image_size=32))
+    run = create_run(config.to_dict(), tmp_path)
+    assert jobs.start(run) == "running"
+    deadline = time.time() + 120
+    while read_status(run).get("epoch", 0) < 1 and time.time() < deadline:
+        time.sleep(0.3)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()  # a brand-new session
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert any("running" in p.proto.text for p in at.get("progress")) and run.name in at.selectbox(key="train_run").options
+    request(run, stop="now")
+    while read_status(run).get("state") == "running" and time.time() < deadline + 60:
+        time.sleep(0.3)
+    assert read_status(run)["state"] == "stopped"
