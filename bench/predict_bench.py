@@ -69,7 +69,7 @@ def main() -> int:
     print(f"batched predict_table:   {fast:6.2f} s  {n / fast:7.1f} images/s")
     print(f"per-image model.predict: {slow:6.2f} s  {n / slow:7.1f} images/s")
     print(f"ratio: {slow / fast:.1f}x (goal >= 10x); correlation of the two outputs {agree:.4f}")
-    print(f"peak memory after {n} images: {peak_n:.0f} MB; after {len(bigger)} more: {peak_4n:.0f} MB (streams: no growth with N)")
+    print(f"peak memory after {n} images: {peak_n:.0f} MB; after a {len(bigger)}-image run: {peak_4n:.0f} MB (streams: no growth with N)")
     return 0
 
 
