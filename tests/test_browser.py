@@ -183,14 +183,25 @@ def test_evaluate_and_predict_with_gradcam_in_chromium(server_url: str, page) ->
     page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
 
     def choose(label: str, option: str) -> None:
+        """Pick an option; typing filters the list and Enter picks the match. Retried: a click that lands
+        while the page is still rerunning is lost."""
         box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text(label, exact=True))
-        box.click()
-        page.keyboard.type(option)  # the select filters as one types; Enter picks the match
-        page.keyboard.press("Enter")
+        for _ in range(3):
+            box.click()
+            page.keyboard.type(option)
+            page.keyboard.press("Enter")
+            for _ in range(30):
+                page.wait_for_timeout(500)
+                if box.get_by_role("combobox").input_value() == option:
+                    return
+            page.keyboard.press("Escape")
+        raise AssertionError(f"could not choose {option} in {label}")
 
     choose("Image", "CT_small.dcm")  # the DICOM: window presets and its facts appear
     page.get_by_text("DICOM facts (no patient-identifying fields)").first.wait_for(timeout=60_000)
     page.get_by_text("Grad-CAM settings").first.click()
+    page.get_by_text("Explain class", exact=True).wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
     choose("Explain class", "NORMAL")
     page.get_by_text(re.compile(r"Grad-CAM for NORMAL at layer")).first.wait_for(timeout=60_000)
     slider = page.locator("[data-testid='stSlider']").filter(has=page.get_by_text("Opacity", exact=True)).get_by_role("slider")
