@@ -228,12 +228,14 @@ def _xraynet(inputs, config: ModelConfig):
 
     Small enough for a 2-core CPU epoch over ~4,000 images at 128 px in about a minute; BatchNorm
     and GAP instead of SmallNet's Flatten + Dense keep it from memorising where a hospital puts
-    its labels and markers.
+    its labels and markers. BatchNorm momentum 0.9, not Keras' 0.99: with the default the moving
+    statistics lag for hundreds of steps, and on the demo set (8 steps an epoch) validation
+    accuracy sat at 0.5 for ten epochs while AUC was 1.0.
     """
     x = _normalise(inputs, config)
     for i, filters in enumerate((24, 48, 96, 192, 192)):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
         if i < 4:
             x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
