@@ -119,6 +119,39 @@ def tune_threshold(run: Path, val: pd.DataFrame) -> float:
     return threshold
 
 
+def choose_threshold(val: pd.DataFrame | None, classes: list[str], method: str = "youden", target: float = 0.95) -> tuple[float, str]:
+    """A binary threshold chosen on validation predictions: Youden's J, or the most specific one with
+    sensitivity >= target. Returns (threshold, where it came from); refuses without validation data,
+    so a threshold is never tuned on the test set it is then judged on."""
+    if val is None or val.empty:
+        raise MedImageError("Predict the validation split first (Evaluate on: validation split): "
+                            "thresholds are chosen there, not on the test set.")
+    y = (val["label"] == classes[1]).to_numpy(int)
+    p = val[f"p_{classes[1]}"].to_numpy(float)
+    if len(np.unique(y)) < 2:
+        raise MedImageError("The validation split has only one class, so no threshold can be chosen on it.")
+    if method == "youden":
+        return metrics.youden_threshold(y, p), "Youden's J on the validation split"
+    return metrics.threshold_for_sensitivity(y, p, target), f"sensitivity >= {target:.2f} on the validation split"
+
+
+def misclassified(predictions: pd.DataFrame, classes: list[str], head: str, threshold: float = 0.5) -> pd.DataFrame:
+    """The wrong predictions (binary: at `threshold`, not the one stored with the table), with the
+    model's confidence in its wrong answer, most confident first."""
+    out = predictions.copy()
+    if head == "binary":
+        p = out[f"p_{classes[1]}"].to_numpy(float)
+        out["predicted"] = np.where(p >= threshold, classes[1], classes[0])
+        out["confidence"] = np.where(p >= threshold, p, 1 - p)
+    elif head == "multiclass":
+        probabilities = out[[f"p_{c}" for c in classes]].to_numpy(float)
+        out["confidence"] = probabilities[np.arange(len(out)), out["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)]
+    else:  # ordinal: how far the score sits from the true class
+        out["confidence"] = (out["score"] - out["label"].map({c: i for i, c in enumerate(classes)})).abs()
+    wrong = out[out["label"] != out["predicted"]]
+    return wrong.sort_values("confidence", ascending=False, kind="stable")
+
+
 def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: float = 0.5, n_boot: int = 1000) -> dict[str, Any]:
     """Metrics at the threshold with bootstrap 95% intervals for accuracy, AUC and F1."""
     y = (predictions["label"] == classes[1]).to_numpy(int)

@@ -61,7 +61,8 @@ def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
     y_true, y_score = _check(y_true, y_score)
     if not 0 < target <= 1:
         raise ValueError("The target sensitivity must be in (0, 1].")
-    fpr, tpr, thresholds = skm.roc_curve(y_true.astype(int), y_score)
+    # every threshold: roc_curve's default drops collinear points, which can be the most specific one
+    fpr, tpr, thresholds = skm.roc_curve(y_true.astype(int), y_score, drop_intermediate=False)
     ok = np.flatnonzero((tpr >= target) & np.isfinite(thresholds))
     return float(np.clip(thresholds[ok[0]], 0.0, 1.0)) if len(ok) else 0.0
 

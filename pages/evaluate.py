@@ -11,7 +11,7 @@ import streamlit as st
 from core import charts, metrics
 from core.dataset import class_counts
 from core.errors import MedImageError
-from core.evaluate import load_predictions, predict_table, save_threshold, summarize
+from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
 from core.gradcam import GradCam, overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
@@ -118,28 +118,13 @@ if head == "binary":
 
     def choose(kind: str) -> None:
         """Youden or target sensitivity, always chosen on the validation split, then applied here."""
-        val = load_predictions(run, "val" + suffix)
-        if val is None:
-            st.session_state["eval_message"] = (
-                "Predict the validation split first (Evaluate on: validation split): thresholds are chosen there, not on the test set."
-            )
+        try:
+            value, source = choose_threshold(load_predictions(run, "val" + suffix), classes, kind, st.session_state["eval_target_sens"])
+        except MedImageError as exc:
+            st.session_state["eval_message"] = str(exc)
             return
-        yv = (val["label"] == classes[1]).to_numpy(int)
-        pv = val[f"p_{classes[1]}"].to_numpy(float)
-        if len(np.unique(yv)) < 2:
-            st.session_state["eval_message"] = "The validation split has only one class, so no threshold can be chosen on it."
-            return
-        value = (
-            metrics.youden_threshold(yv, pv)
-            if kind == "youden"
-            else metrics.threshold_for_sensitivity(yv, pv, st.session_state["eval_target_sens"])
-        )
         st.session_state[key] = float(round(value, 3))
-        st.session_state["eval_source"] = (
-            "Youden's J on the validation split"
-            if kind == "youden"
-            else f"sensitivity >= {st.session_state['eval_target_sens']:.2f} on the validation split"
-        )
+        st.session_state["eval_source"] = source
 
     st.subheader("Decision threshold")
     cols = st.columns([3, 2, 2.4, 1.4, 2])
@@ -205,13 +190,7 @@ with tabs[3]:
             f"{summary['kappa']:.4f} (cut-points {summary['cutpoints']})."
         )
 with tabs[4]:
-    wrong = predictions[predictions["label"] != predictions["predicted"]].copy()
-    if head == "binary":
-        wrong["confidence"] = np.where(wrong["predicted"] == classes[1], wrong[f"p_{classes[1]}"], 1 - wrong[f"p_{classes[1]}"])
-    elif head == "multiclass":
-        wrong["confidence"] = [row[f"p_{row['predicted']}"] for _, row in wrong.iterrows()]
-    else:
-        wrong["confidence"] = (wrong["score"] - wrong["predicted"].map({c: i for i, c in enumerate(classes)})).abs()
+    wrong = misclassified(predictions, classes, head, threshold if threshold is not None else 0.5)
     if wrong.empty:
         st.success("No misclassified images at this threshold.")
     else:
@@ -220,7 +199,6 @@ with tabs[4]:
         if pair != "all":
             true, pred = pair.rsplit(" (", 1)[0].split(" → ")
             wrong = wrong[(wrong["label"] == true) & (wrong["predicted"] == pred)]
-        wrong = wrong.sort_values("confidence", ascending=False)
         st.caption(f"{len(wrong)} images, most confident mistakes first.")
         grid = st.columns(6)
         for i, row in enumerate(wrong.head(24).itertuples()):
@@ -262,9 +240,10 @@ with tabs[5]:
         st.dataframe(frame.style.highlight_max(subset=numeric, color="#d4edda").format(precision=4), width="stretch")
 with tabs[6]:
     dataset, _ = rows_to_predict()
-    report = build_report(run, name, predictions, summary, class_counts(dataset.table))
     cols = st.columns(3)
     cols[0].download_button("Predictions (CSV)", predictions.to_csv(index=False), f"{primary}-predictions-{name}.csv", "text/csv")
     cols[1].download_button("Metrics (JSON)", json.dumps(summary, default=float, indent=1), f"{primary}-metrics-{name}.json", "application/json")
-    cols[2].download_button("Report (HTML)", report, f"{primary}-report-{name}.html", "text/html")
+    # built only when clicked: the HTML inlines plotly (a few MB), too much to redo on every slider move
+    cols[2].download_button("Report (HTML)", lambda: build_report(run, name, predictions, summary, class_counts(dataset.table)),
+                            f"{primary}-report-{name}.html", "text/html")
     st.caption("The report opens offline in any browser; print it to PDF from there.")

@@ -130,3 +130,25 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
         assert text in html, text
     external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
     assert "came from a source other than the training set" in external
+
+
+def test_threshold_choice_refuses_without_validation_and_misclassified_follows_the_threshold() -> None:
+    import pandas as pd
+
+    from core.evaluate import choose_threshold, misclassified
+
+    classes = ["NORMAL", "PNEUMONIA"]
+    with pytest.raises(MedImageError, match="validation split first"):
+        choose_threshold(None, classes)
+    val = pd.DataFrame({"label": ["NORMAL"] * 3 + ["PNEUMONIA"] * 3, "p_PNEUMONIA": [0.1, 0.3, 0.6, 0.7, 0.8, 0.9]})
+    assert choose_threshold(val, classes) == (pytest.approx(0.7), "Youden's J on the validation split")
+    value, source = choose_threshold(val, classes, "sensitivity", 1.0)
+    assert value == pytest.approx(0.7) and "sensitivity >= 1.00" in source
+    assert choose_threshold(val, classes, "sensitivity", 0.6)[0] == pytest.approx(0.8)  # the most specific one that reaches it
+    with pytest.raises(MedImageError, match="only one class"):
+        choose_threshold(val.assign(label="NORMAL"), classes)
+    table = val.assign(path=[f"{i}.png" for i in range(6)], predicted="PNEUMONIA")  # stored at another threshold
+    at_half = misclassified(table, classes, "binary", 0.5)
+    assert at_half["path"].tolist() == ["2.png"]  # NORMAL at 0.6; nothing else is wrong at 0.5
+    at_high = misclassified(table, classes, "binary", 0.85)
+    assert at_high["path"].tolist() == ["3.png", "4.png"] and at_high["confidence"].is_monotonic_decreasing
