@@ -120,6 +120,18 @@ def predictor_for(run_path: str):
     return _predictor(run_path, mtime)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _explainer(key: str, _model, layer: str | None, method: str):
+    from core.gradcam import METHODS
+
+    return METHODS[method](_model, layer)
+
+
+def explainer_for(predictor, layer: str | None = None, method: str = "Grad-CAM"):
+    """A Grad-CAM explainer per model, layer and method, built once (it compiles a tf.function)."""
+    return _explainer(f"{predictor.name}-{id(predictor.model)}", predictor.model, layer, method)
+
+
 @st.cache_resource(show_spinner="Loading TensorFlow...")
 def device() -> dict[str, Any]:
     return device_summary()

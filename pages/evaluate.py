@@ -12,12 +12,12 @@ from core import charts, metrics
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
-from core.gradcam import GradCam, overlay
+from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
 from core.report import build_report
 from core.runs import list_runs, read_json, read_status, run_rows
-from pages.common import load_dataset, predictor_for, runs_with_models, thumbnail
+from pages.common import explainer_for, load_dataset, predictor_for, runs_with_models, thumbnail
 
 st.title("Evaluate")
 runs = runs_with_models(list_runs())
@@ -214,7 +214,7 @@ with tabs[4]:
                 predictor = predictor_for(str(run))
                 pixels = read_image(chosen).pixels
                 index = classes.index(wrong.set_index("path").loc[chosen, "predicted"]) if head != "ordinal" else 0
-                cam = GradCam(predictor.model).explain(predictor.prepare(pixels)[None], class_index=index)
+                cam = explainer_for(predictor).explain(predictor.prepare(pixels)[None], class_index=index)
                 st.image(overlay(pixels, cam.heatmaps[0], 0.4), caption=f"Grad-CAM for the predicted class ({cam.layer})", width=360)
             except (MedImageError, ValueError) as exc:
                 st.warning(f"No Grad-CAM for this image: {exc}")

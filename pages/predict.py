@@ -15,7 +15,7 @@ from core.image_reader import encode_png, read_image
 from core.predict import from_model, load_model_file, predict_files
 from core.runs import list_runs
 from core.window import PRESETS, apply_window, robust_window
-from pages.common import predictor_for, runs_with_models
+from pages.common import explainer_for, predictor_for, runs_with_models
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm", "dicom"]
 
@@ -26,11 +26,6 @@ classify, imagenet_tab, segment_tab = st.tabs(["Classify an X-ray", "ImageNet to
 @st.cache_resource(show_spinner="Loading the uploaded model in Keras safe mode...", max_entries=4)
 def _uploaded_predictor(digest: str, data: bytes, name: str, classes: tuple[str, ...]):
     return from_model(load_model_file(data, name), list(classes) or None, name)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _explainer(key: str, _model, layer: str, method: str):
-    return METHODS[method](_model, layer)
 
 
 def choose_predictor(prefix: str, runs: pd.DataFrame, label: str = "Model"):
@@ -84,11 +79,10 @@ def windowed(image, prefix: str) -> np.ndarray:
 def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dict) -> None:
     """Probabilities, the label at the run's threshold, and the Grad-CAM, from one forward/backward pass."""
     batch = predictor.prepare(pixels)[None]
-    model_key = f"{predictor.name}-{id(predictor.model)}"
     try:
         layers = spatial_layers(predictor.model)
         layer = cam_options["layer"] if cam_options["layer"] in layers else (layers[0] if layers else None)
-        explainer = _explainer(model_key, predictor.model, layer, cam_options["method"]) if layer else None
+        explainer = explainer_for(predictor, layer, cam_options["method"]) if layer else None
     except ValueError as exc:
         explainer = None
         st.caption(f"No Grad-CAM: {exc}")
