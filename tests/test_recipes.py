@@ -87,7 +87,7 @@ def test_recipe_configs() -> None:
     scratch = recipe_config("xray", "demo")
     assert scratch.model.name == "xraynet" and scratch.model.weights == "none" and scratch.model.channels == 1
     assert scratch.model.intensity == "equalize" and scratch.tta and scratch.tune_threshold and scratch.label_smoothing == 0.1
-    assert scratch.monitor == "val_auc" and scratch.class_weighting and scratch.augment.flip == "horizontal"
+    assert scratch.monitor == "val_loss" and scratch.class_weighting and scratch.augment.flip == "horizontal"
     assert TrainConfig.from_dict(scratch.to_dict()) == scratch
     imagenet = recipe_config("xray-imagenet", "demo")
     assert imagenet.model.weights == "imagenet" and imagenet.model.channels == 3
