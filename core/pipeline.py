@@ -65,6 +65,13 @@ def _read_with_reader(path: tf.Tensor) -> np.ndarray:
     return pixels if pixels.shape[-1] == 3 else np.repeat(pixels, 3, axis=-1)
 
 
+def prepare_pixels(pixels: np.ndarray, config: PipelineConfig) -> np.ndarray:
+    """One reader-decoded image (uint8 H, W, 1|3) -> float32 (S, S, C) exactly as the pipeline's reader
+    path makes it, so single images (Predict) and batches (training, Evaluate) get the same input."""
+    rgb = pixels if pixels.shape[-1] == 3 else np.repeat(pixels, 3, axis=-1)
+    return np.asarray(_resize(tf.convert_to_tensor(rgb, tf.uint8), config), np.float32)
+
+
 def _decode(path: tf.Tensor, fast: tf.Tensor, config: PipelineConfig) -> tf.Tensor:
     def with_tf() -> tf.Tensor:
         # decoding straight to the target channels lets libjpeg skip the colour conversion

@@ -17,12 +17,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from core.errors import MedImageError
 from core.evaluate import load_run_models
 from core.image_reader import read_image
-from core.pipeline import PipelineConfig, _resize
+from core.pipeline import PipelineConfig, prepare_pixels
 from core.runs import read_json, read_status
 
 MAX_MODEL_BYTES = 1 << 30
@@ -47,9 +46,7 @@ class Predictor:
 
     def prepare(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 1|3) -> float32 (S, S, channels) valued 0-255, the pipeline's own resize."""
-        rgb = pixels if pixels.shape[-1] == 3 else np.repeat(pixels, 3, axis=-1)
-        config = PipelineConfig(image_size=self.image_size, channels=self.channels)
-        return np.asarray(_resize(tf.convert_to_tensor(rgb, tf.uint8), config), np.float32)
+        return prepare_pixels(pixels, PipelineConfig(image_size=self.image_size, channels=self.channels))
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """The model output for a prepared batch, averaged over fold models and the mirror image."""
