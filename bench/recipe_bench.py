@@ -6,7 +6,7 @@ Usage:
       split, leaves a normal run folder in models/ (the dashboard opens it), prints validation
       figures, training minutes and peak memory, and with --test-dir (a folder of class folders,
       e.g. chest_xray/test) evaluates the final model there at the threshold saved with the run.
-  python bench/recipe_bench.py --ablation [--size 96] [--epochs 6] [--seeds 0 1]
+  python bench/recipe_bench.py --ablation [--size 96] [--epochs 6] [--seeds 0 1] [--variants WORD ...]
       trains the recipe and variants that each drop one choice, at a reduced size, and prints a
       table of validation AUC / accuracy on the grouped validation split and on a "shifted"
       validation (the same images under other exposures: gamma 0.6 and 1.6, contrast 0.6, blur),
@@ -102,7 +102,10 @@ def ablation(args: argparse.Namespace) -> None:
         "no label smoothing": {"label_smoothing": 0.0},
         "no class weights": {"class_weighting": False},
         "no TTA (same model)": "tta",
+        "float32 (no mixed precision)": {"mixed_precision": "off"},
     }
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k == "recipe" or any(w in k for w in args.variants)}
     rows = []
     for seed in args.seeds:
         val = grouped_split(table, seed=seed)
@@ -157,6 +160,7 @@ def main() -> int:
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--size", type=int, default=96, help="ablation image size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="ablation seeds")
+    parser.add_argument("--variants", nargs="+", default=None, help="ablate only variants whose name contains one of these words")
     args = parser.parse_args()
     if not Path(args.data).exists():
         print(f"No data at {args.data}; pass --data DIR (a folder of class folders).")

@@ -61,14 +61,14 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         from core.recipes import create_recipe_run
 
         run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
-                                **({"epochs": args.epochs} if args.epochs_given else {}))
+                                mixed_precision=args.precision, **({"epochs": args.epochs} if args.epochs_given else {}))
         if args.background:
             return {"run": str(run), "state": jobs.start(run)}
         (run / ".claimed").touch()
         state = run_job(run, verbose=0 if args.json else 2)
         return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_value", "threshold", "message")}}
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
-                         args.channels, folds=args.folds)
+                         args.channels, folds=args.folds, mixed_precision=args.precision)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", choices=("xray", "xray-imagenet"), default=None,
                        help="a named recipe (patient-grouped split, equalisation, tuned threshold); see core/recipes.py")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--precision", choices=("auto", "on", "off"), default="auto",
+                       help="mixed precision: auto (float16 on a tensor-core GPU, bfloat16 on a CPU with native bfloat16), on, off")
     train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
     train.add_argument("--json", action="store_true")
     train.set_defaults(run_command=_train)

@@ -4,7 +4,34 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Any
+
+# CPU instructions that do bfloat16 arithmetic natively (AVX-512 BF16 on Zen 4 / Cooper Lake, AMX on Sapphire Rapids)
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes in bfloat16 natively: there oneDNN's bfloat16 convolutions beat float32
+    (a SmallNet epoch at 224 px 2.8x, bench/pipeline_bench.py); elsewhere bfloat16 is emulated and slower. Linux only."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return bool(_BF16_FLAGS & set(line.split(":", 1)[-1].split()))
+    return False
+
+
+def precision_policy(gpus: list[dict[str, Any]], bf16_cpu: bool) -> str:
+    """The Keras dtype policy training uses on "auto": float16 compute on GPUs with tensor cores
+    (compute capability 7.0+), bfloat16 on a CPU-only machine whose CPU has native bfloat16, else float32.
+    Variables and the output layer stay float32 either way."""
+    if gpus:
+        return "mixed_float16" if any((g["compute_capability"] or (0, 0)) >= (7, 0) for g in gpus) else "float32"
+    return "mixed_bfloat16" if bf16_cpu else "float32"
 
 
 def device_summary() -> dict[str, Any]:
@@ -16,6 +43,7 @@ def device_summary() -> dict[str, Any]:
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         gpus.append({"name": details.get("device_name", gpu.name), "compute_capability": details.get("compute_capability")})
+    bf16 = cpu_bf16()
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -23,6 +51,6 @@ def device_summary() -> dict[str, Any]:
         "cpus": os.cpu_count() or 1,
         "gpus": gpus,
         "device": f"GPU ({gpus[0]['name']})" if gpus else "CPU only",
-        # Mixed precision pays off from compute capability 7.0 (tensor cores) upwards.
-        "mixed_precision": any((g["compute_capability"] or (0, 0)) >= (7, 0) for g in gpus),
+        "cpu_bf16": bf16,
+        "precision": precision_policy(gpus, bf16),
     }

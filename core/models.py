@@ -131,7 +131,8 @@ class IntensityNorm(layers.Layer):
 def _normalise(inputs, config: ModelConfig):
     if config.intensity == "rescale":
         return layers.Rescaling(1 / 255.0)(inputs)
-    return IntensityNorm(config.intensity, name="intensity")(inputs)
+    # float32 under mixed precision too: the ranks of bfloat16-rounded pixels would tie
+    return IntensityNorm(config.intensity, name="intensity", dtype="float32")(inputs)
 
 
 def n_outputs(config: ModelConfig) -> int:

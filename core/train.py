@@ -55,7 +55,7 @@ class TrainConfig:
     monitor: str = "val_loss"  # best checkpoint on val_loss (min) or val_auc (max)
     batch_log_every: int = 10
     seed: int = 0
-    mixed_precision: str = "auto"  # "auto" (on a GPU with tensor cores), "on", "off"
+    mixed_precision: str = "auto"  # "auto" (device_info.precision_policy), "on" (float16 on a GPU, else bfloat16), "off"
     label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
     tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
     tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
@@ -232,13 +232,16 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     model.compile(optimizer=optimizer(learning_rate=config.learning_rate), loss=loss, metrics=metrics)
 
 
-def _set_precision(config: TrainConfig) -> str:
+def precision_for(setting: str) -> str:
+    """The dtype policy for a run's `mixed_precision` setting on this machine."""
     from core.device_info import device_summary
 
-    on = config.mixed_precision == "on" or (config.mixed_precision == "auto" and device_summary()["mixed_precision"])
-    policy = "mixed_float16" if on else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+    if setting == "off":
+        return "float32"
+    device = device_summary()
+    if setting == "on":
+        return "mixed_float16" if device["gpus"] else "mixed_bfloat16"
+    return device["precision"]
 
 
 def distribution_strategy():
@@ -258,10 +261,12 @@ def run_job(run: Path, verbose: int = 2) -> str:
     run = Path(run)
     write_status(run, state="running", pid=os.getpid(), host=socket.gethostname(), started=now_iso(),
                  heartbeat=now_iso(), heartbeat_ts=time.time(), message="")
+    previous = keras.mixed_precision.global_policy()
     try:
         config = TrainConfig.from_dict(read_json(run / "config.json"))
         keras.utils.set_random_seed(config.seed)
-        policy = _set_precision(config)
+        policy = precision_for(config.mixed_precision)
+        keras.mixed_precision.set_global_policy(policy)  # models built below take it; restored when the job ends
         dataset = open_source(config.data)
         classes = dataset.classes
         table = dataset.table
@@ -329,6 +334,8 @@ def run_job(run: Path, verbose: int = 2) -> str:
         write_text(run / "error.txt", traceback.format_exc())
         write_status(run, state="failed", finished=now_iso(), message=f"{type(exc).__name__}: {exc}")
         return "failed"
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _run_folds(run: Path, config: TrainConfig, table: pd.DataFrame) -> str:

@@ -12,12 +12,13 @@ from core.models import BACKBONES, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
-from pages.common import active_dataset_name, load_dataset, source_label
+from pages.common import active_dataset_name, device, load_dataset, source_label
 
 st.title("Train")
 
 # ---- the form -----------------------------------------------------------------------------------
 sources = [active_dataset_name()] + [SAVED_PREFIX + d["name"] for d in list_definitions() if not d.get("error")]
+PRECISIONS = {"auto": "auto: {auto} here", "on": "mixed (16-bit)", "off": "float32"}
 RECIPE_CHOICES = {"Custom: the settings below": None, "X-ray recipe, from scratch (works offline)": "xray",
                   "X-ray recipe, ImageNet backbone (needs weights)": "xray-imagenet"}
 active = load_dataset(active_dataset_name())
@@ -46,17 +47,22 @@ with st.form("train_form"):
     augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment")
     class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights")
     freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze")
-    cols = st.columns(2)
+    cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
                            horizontal=True, disabled=bool(recipe), key="train_preset")
     folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, disabled=bool(recipe), key="train_folds")
+    precision = cols[2].selectbox(
+        "Precision", list(PRECISIONS), format_func=lambda p: PRECISIONS[p].format(auto=device()["precision"]), key="train_precision",
+        help="Mixed precision computes in 16 bits and keeps the weights in float32: float16 on a GPU with tensor cores, "
+             "bfloat16 on a CPU that computes it natively (about twice as fast there). Auto picks what this machine does well.",
+    )
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted and recipe:
     try:
         if recipe == "xray-imagenet":
             build_model(recipe_config(recipe, data).model)  # offline without weights: the message now, not a failed job
-        run = create_recipe_run(recipe, data, epochs=int(epochs))
+        run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision)
         state = jobs.start(run)
         st.success(f"Started {run.name} ({recipe} recipe)" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
         st.session_state["train_selected"] = run.name
@@ -66,7 +72,7 @@ elif submitted:
     config = make_config(
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
-        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds),
+        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision,
     )
     model = config.model
     try:

@@ -48,6 +48,21 @@ def test_flip_is_a_mirror(image: np.ndarray) -> None:
     assert any(np.array_equal(a, image[:, ::-1]) for a in outputs)
 
 
+@pytest.mark.parametrize("flip", ["horizontal", "vertical", "horizontal_and_vertical"])
+def test_flip_folded_into_the_affine_resampling_is_a_mirror(image: np.ndarray, flip: str) -> None:
+    """With a geometric augmentation on, the flip is part of the one affine resampling (no RandomFlip layer)."""
+    from core.augment import _random_affine_class
+
+    config = AugmentConfig(**{**OFF.to_dict(), "flip": flip, "rotation": 0.1})
+    assert [type(layer).__name__ for layer in build_augmentation(config).layers] == ["RandomAffine"]
+    layer = _random_affine_class()(flip=flip, seed=2)  # zero ranges: only the flips act, on exact pixel centres
+    outputs = np.asarray(layer(np.repeat(image[None].astype("float32"), 16, axis=0), training=True)).round().astype(np.uint8)
+    mirrors = {"horizontal": [image[:, ::-1]], "vertical": [image[::-1]],
+               "horizontal_and_vertical": [image[:, ::-1], image[::-1], image[::-1, ::-1]]}[flip]
+    assert all(any(np.array_equal(a, m) for m in [image, *mirrors]) for a in outputs)
+    assert all(any(np.array_equal(a, m) for a in outputs) for m in mirrors)
+
+
 def test_bad_config_is_refused_and_round_trips() -> None:
     with pytest.raises(ValueError, match="flip must be"):
         AugmentConfig(flip="diagonal")

@@ -74,3 +74,17 @@ def test_bad_configurations_are_refused() -> None:
     with pytest.raises(MedImageError, match="binary head needs exactly 2"):
         build_model(ModelConfig(n_classes=3, head="binary"))
     assert ModelConfig.from_dict(ModelConfig(dense=(64, 32)).to_dict()) == ModelConfig(dense=(64, 32))
+
+
+def test_precision_policy_follows_the_hardware() -> None:
+    from core.device_info import cpu_bf16, precision_policy
+
+    zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+    sapphire = "flags\t\t: fpu avx512f amx_bf16 amx_tile\n"
+    skylake = "flags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
+    assert cpu_bf16(zen4) and cpu_bf16(sapphire) and not cpu_bf16(skylake) and not cpu_bf16("")
+    assert precision_policy([], True) == "mixed_bfloat16"
+    assert precision_policy([], False) == "float32"
+    v100, k80 = {"name": "V100", "compute_capability": (7, 0)}, {"name": "K80", "compute_capability": (3, 7)}
+    assert precision_policy([v100], True) == "mixed_float16"  # a GPU decides, whatever the CPU
+    assert precision_policy([k80], True) == "float32"

@@ -171,6 +171,8 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
     at.number_input(key="train_size").set_value(32)
     at.number_input(key="train_epochs").set_value(1)
+    assert at.selectbox(key="train_precision").value == "auto"
+    at.selectbox(key="train_precision").set_value("off")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
@@ -178,6 +180,7 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)
     assert read_status(run)["state"] == "completed", read_status(run)
+    assert read_status(run)["precision"] == "float32"  # the form's choice reached the job
     at.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) >= 1  # the curves of the finished run

@@ -64,7 +64,10 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     assert f1.between(0, 1).all()
     assert "F1" in [a.text for a in training_curves_figure(metrics).layout.annotations]
     assert status["epoch"] == 2 and status["best_metric"] == "val_loss" and status["classes"] == ["NORMAL", "PNEUMONIA"]
-    assert status["replicas"] == 1 and status["precision"] == "float32"  # CPU: one replica, no mixed precision
+    from core.train import precision_for
+
+    # one replica on one device; "auto" precision is this machine's (bfloat16 on a CPU with native bfloat16)
+    assert status["replicas"] == 1 and status["precision"] == precision_for("auto")
     assert list_runs(tmp_path).iloc[0]["state"] == "completed"
     # a finished run can be extended and resumed: it continues from last.keras
     request(run, extend=1)
@@ -129,6 +132,31 @@ def test_concurrent_starts_get_two_runs_and_the_queue_waits(tmp_path: Path) -> N
     assert status["state"] == "completed"
 
 
+def test_a_job_trains_and_resumes_on_two_replicas(tmp_path: Path) -> None:
+    """The several-GPU path without GPUs: the CPU split into two logical devices and a MirroredStrategy
+    over them (what distribution_strategy() returns with two GPUs). Build, compile, fit, checkpoint,
+    and resume from last.keras inside the strategy's scope, with each batch split across replicas."""
+    run = create_run(_config(epochs=1), tmp_path)
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+import core.train as train
+from core.runs import request
+train.distribution_strategy = lambda: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+run = Path({str(run)!r})
+print("STATE", train.run_job(run, verbose=0))
+request(run, extend=1)
+print("STATE", train.run_job(run, verbose=0))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert [line for line in result.stdout.splitlines() if line.startswith("STATE")] == ["STATE completed"] * 2, result.stderr[-3000:]
+    status = read_status(run)
+    assert status["replicas"] == 2 and status["epoch"] == 2
+    assert read_metrics(run)["epoch"].tolist() == [1, 2]
+
+
 def test_cli_train_and_runs_json(tmp_path: Path) -> None:
     env = {**os.environ, "MEDIMAGE_MODELS_DIR": str(tmp_path)}
     result = subprocess.run(
@@ -186,6 +214,35 @@ def test_default_recipe_learns_the_demo_set(tmp_path: Path) -> None:
     run = create_run(config.to_dict(), tmp_path)
     assert run_job(run, verbose=0) == "completed"
     assert read_metrics(run)["val_accuracy"].max() >= 0.9
+
+
+def test_mixed_precision_job_keeps_float32_where_it_matters(tmp_path: Path) -> None:
+    """"on" without a GPU trains in bfloat16 (emulated where the CPU lacks it: slower, same results); the
+    equalisation and the output stay float32, the saved model loads and predicts, and the process's
+    global policy is restored for whatever runs next (Evaluate, Predict, other tests)."""
+    import keras
+    import numpy as np
+
+    from core.train import run_job
+
+    config = TrainConfig.from_dict(_config(epochs=1, size=48, mixed_precision="on"))
+    config = TrainConfig.from_dict({**config.to_dict(), "model": {**config.model.to_dict(), "name": "xraynet", "intensity": "equalize"}})
+    run = create_run(config.to_dict(), tmp_path)
+    assert run_job(run, verbose=0) == "completed", read_status(run)
+    assert read_status(run)["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.saving.load_model(run / "best.keras", safe_mode=True)
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    assert policies["intensity"] == "float32" and policies["prediction"] == "float32"
+    assert policies["conv1"] == "mixed_bfloat16"
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
+    scores = model.predict(images, verbose=0)
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    from core.gradcam import GradCam
+
+    explanation = GradCam(model).explain(images)  # Grad-CAM through bfloat16 features and gradients
+    np.testing.assert_allclose(explanation.probabilities, scores, atol=1e-6)
+    assert np.isfinite(explanation.heatmaps).all() and explanation.heatmaps.max() <= 1
 
 
 def test_dwell_and_step_decay_callbacks() -> None:
