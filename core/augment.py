@@ -150,21 +150,25 @@ def _random_exposure_class():
 
 
 def build_augmentation(config: AugmentConfig, seed: int | None = None):
-    """A keras.Sequential of the enabled layers (identity when none is), for images valued 0-255."""
+    """A keras.Sequential of the enabled layers (identity when none is), for images valued 0-255.
+
+    Always float32: the pipeline runs after a job sets a mixed global policy, and its images must not
+    be rounded to 16 bits (nor resampled in emulated float16 on a CPU) before the model sees them."""
     import keras
 
+    f32 = {"seed": seed, "dtype": "float32"}
     layers = []
     if config.rotation or config.translation or config.zoom or config.shear:  # the flip rides in the same resampling
-        layers.append(_random_affine_class()(config.rotation, config.translation, config.zoom, config.shear, config.flip, seed=seed))
+        layers.append(_random_affine_class()(config.rotation, config.translation, config.zoom, config.shear, config.flip, **f32))
     elif config.flip != "none":
-        layers.append(keras.layers.RandomFlip(config.flip, seed=seed))
+        layers.append(keras.layers.RandomFlip(config.flip, **f32))
     if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), **f32))
     if config.brightness:
-        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), **f32))
     if config.gamma or config.noise:
-        layers.append(_random_exposure_class()(config.gamma, config.noise, seed=seed))
-    return keras.Sequential(layers or [keras.layers.Identity()], name="augmentation")
+        layers.append(_random_exposure_class()(config.gamma, config.noise, **f32))
+    return keras.Sequential(layers or [keras.layers.Identity(dtype="float32")], name="augmentation")
 
 
 def augment_preview(pixels: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:

@@ -70,3 +70,17 @@ def test_bad_config_is_refused_and_round_trips() -> None:
         AugmentConfig(zoom=2)
     config = AugmentConfig(zoom=0.2)
     assert AugmentConfig.from_dict({**config.to_dict(), "unknown": 1}) == config
+
+
+def test_augmentation_stays_float32_under_a_mixed_policy(image: np.ndarray) -> None:
+    """Jobs set a mixed global policy before building the pipeline; the augmented images must stay float32."""
+    import keras
+
+    config = AugmentConfig(gamma=0.2, noise=0.01)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        augmentation = build_augmentation(config, seed=0)
+        out = augmentation(np.repeat(image[None].astype("float32"), 2, axis=0), training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.compute_dtype for layer in augmentation.layers} == {"float32"} and out.dtype.name == "float32"
