@@ -44,6 +44,7 @@ class TrainConfig:
     optimizer: str = "adam"
     class_weighting: bool = True
     early_stopping_patience: int = 5  # 0 = off; min_delta 1e-3 on val_loss (the seed's 1.0 never fired)
+    early_stopping_start: int = 0  # epochs early stopping ignores: val_loss jumps while BatchNorm and the LR settle
     reduce_lr_patience: int = 2  # 0 = off; halves the LR when val_loss stalls
     step_decay_every: int = 0  # 0 = off; else multiply the LR by step_decay_factor every N epochs
     step_decay_factor: float = 0.5
@@ -301,7 +302,8 @@ def run_job(run: Path, verbose: int = 2) -> str:
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.early_stopping_patience and val_ds is not None:
-            callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience))
+            callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience,
+                                                           start_from_epoch=config.early_stopping_start))
         if config.reduce_lr_patience and val_ds is not None:
             callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=config.reduce_lr_patience))
         if config.step_decay_every:

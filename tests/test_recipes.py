@@ -89,6 +89,8 @@ def test_recipe_configs() -> None:
     assert scratch.model.intensity == "equalize" and scratch.tta and scratch.tune_threshold and scratch.label_smoothing == 0.1
     assert scratch.monitor == "val_loss" and scratch.class_weighting and scratch.augment.flip == "horizontal"
     assert TrainConfig.from_dict(scratch.to_dict()) == scratch
+    # early stopping cannot end the default run early: it watches from epoch 9 with patience 5
+    assert scratch.early_stopping_start + scratch.early_stopping_patience >= scratch.epochs - 1
     imagenet = recipe_config("xray-imagenet", "demo")
     assert imagenet.model.weights == "imagenet" and imagenet.model.channels == 3
     with pytest.raises(ValueError):

@@ -245,6 +245,18 @@ def test_mixed_precision_job_keeps_float32_where_it_matters(tmp_path: Path) -> N
     assert np.isfinite(explanation.heatmaps).all() and explanation.heatmaps.max() <= 1
 
 
+def test_early_stopping_waits_for_its_start_epoch(tmp_path: Path) -> None:
+    """With a zero learning rate val_loss never improves: patience 1 stops after epoch 2, unless early
+    stopping only starts watching at epoch 4 (the recipe's guard against its jumpy first epochs)."""
+    from core.train import run_job
+
+    for start, epochs in ((0, [1, 2]), (3, [1, 2, 3, 4])):
+        run = create_run(_config(epochs=4, learning_rate=0.0, early_stopping_patience=1, early_stopping_start=start,
+                                 reduce_lr_patience=0), tmp_path)
+        assert run_job(run, verbose=0) == "completed"
+        assert read_metrics(run)["epoch"].tolist() == epochs, start
+
+
 def test_dwell_and_step_decay_callbacks() -> None:
     import keras
     import numpy as np
