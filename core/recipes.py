@@ -28,7 +28,7 @@ from core.augment import AugmentConfig
 from core.train import TrainConfig, make_config
 
 RECIPES = ("xray", "xray-imagenet")
-RECIPE_EPOCHS = 14  # about 10 min on 2 CPU cores (bfloat16) for 5,216 X-rays
+RECIPE_EPOCHS = 14  # 10-12 min on 2 CPU cores (bfloat16) for 5,216 X-rays
 # Early stopping (patience 5) watches val_loss only from epoch 9: the early epochs' val_loss jumps (0.34 -> 0.59 ->
 # 0.44 while BatchNorm and the LR settle), and a run stopped at epoch 7 kept its epoch-2 checkpoint (val acc 0.966,
 # Brier 0.066 against 0.983 / 0.026 when it ran on). With 14 epochs it never stops early; extended runs can.
