@@ -1,8 +1,15 @@
-"""MedImage Studio: entry point. Navigation, and the sidebar every page shares."""
+"""MedImage Studio: entry point. Navigation, and the sidebar every page shares.
+
+The page list in the sidebar is drawn here with `st.page_link`, and Streamlit's own sidebar navigation
+is switched off in `.streamlit/config.toml` (`client.showSidebarNavigation = false`). Streamlit lists
+every file of a `pages/` folder (app, common, ...) on a fresh server's first load, until a run calls
+`st.navigation`; with its list off, the sidebar only ever shows the links below.
+
+Nothing heavy is imported before the page starts drawing (README: "Cold start"): `st.navigation` runs
+first, and the shared sidebar's imports wait until the page is done.
+"""
 
 import streamlit as st
-
-from pages.common import active_dataset_name, sidebar
 
 st.set_page_config(page_title="MedImage Studio", page_icon=":material/radiology:", layout="wide")
 
@@ -15,8 +22,13 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict", icon=":material/stethoscope:"),
 ]
 
-navigation = st.navigation(PAGES)
+navigation = st.navigation(PAGES, position="hidden")
+with st.sidebar:
+    for page in PAGES:
+        st.page_link(page)
 try:
     navigation.run()
 finally:  # after the page, which may have just changed the active dataset (or stopped early)
+    from pages.common import active_dataset_name, sidebar
+
     sidebar(active_dataset_name())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,47 @@ def precision_policy(gpus: list[dict[str, Any]], bf16_cpu: bool) -> str:
     if gpus:
         return "mixed_float16" if any((g["compute_capability"] or (0, 0)) >= (7, 0) for g in gpus) else "float32"
     return "mixed_bfloat16" if bf16_cpu else "float32"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def nvidia_gpus() -> list[str]:
+    """The GPU names the NVIDIA driver reports (nvidia-smi), without starting TensorFlow; [] when none."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def quick_summary() -> dict[str, Any]:
+    """What the sidebar shows, in milliseconds: versions from the installed packages' metadata and the GPUs
+    the driver reports. Importing TensorFlow to ask it costs ~4 s, which every first page load would wait for;
+    the Train page, which needs TensorFlow anyway, shows TensorFlow's own view (device_summary)."""
+    gpus = nvidia_gpus()
+    cuda = any(_version(d) != "not installed" for d in ("nvidia-cudnn-cu12", "nvidia-cudnn-cu13"))
+    if gpus and cuda:
+        device = f"GPU ({gpus[0]})"
+    elif gpus:
+        device = f"CPU only: {gpus[0]} found, but TensorFlow's CUDA libraries are not installed (see README)"
+    else:
+        device = "CPU only"
+    return {
+        "tensorflow": _version("tensorflow"),
+        "keras": _version("keras"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count() or 1,
+        "device": device,
+        "cpu_bf16": cpu_bf16(),
+    }
 
 
 def device_summary() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.class_weight import compute_class_weight
 
 from core.errors import DatasetError
 
@@ -61,6 +60,8 @@ def trim(
 
 def class_weights(labels: pd.Series | np.ndarray) -> dict[str, float]:
     """Inverse-frequency weights, n_samples / (n_classes * count): the balanced loss weighting."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: sklearn costs ~1 s to import, and Home never needs it
+
     labels = np.asarray(labels)
     classes = np.unique(labels)
     weights = compute_class_weight("balanced", classes=classes, y=labels)

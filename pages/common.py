@@ -7,10 +7,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core import duplicates
 from core.dataset import DEMO, Dataset
 from core.dataset_store import SAVED_PREFIX, open_source
-from core.device_info import device_summary
+from core.device_info import device_summary, quick_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
 from core.runs import list_runs
@@ -85,6 +84,8 @@ def thumbnail(path: str, side: int = 192) -> np.ndarray | None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def duplicate_pairs(source: str, max_distance: int):
     """Pairs and their summary for the active dataset; hashing shows progress the first time."""
+    from core import duplicates  # imagehash pulls in scipy: only the Dataset page's duplicates tab needs it
+
     dataset = _load(source)
     bar = st.progress(0.0, text="Hashing images...")
     try:
@@ -134,7 +135,14 @@ def explainer_for(predictor, layer: str | None = None, method: str = "Grad-CAM")
 
 @st.cache_resource(show_spinner="Loading TensorFlow...")
 def device() -> dict[str, Any]:
+    """TensorFlow's own view of the devices (imports TensorFlow: for pages that need it anyway)."""
     return device_summary()
+
+
+@st.cache_resource(show_spinner=False)
+def quick_device() -> dict[str, Any]:
+    """Versions and devices without importing TensorFlow, for the sidebar and Home (first paint)."""
+    return quick_summary()
 
 
 def sidebar(dataset_source: str) -> None:
@@ -144,6 +152,6 @@ def sidebar(dataset_source: str) -> None:
         st.caption("Latest run")
         runs = list_runs()
         st.markdown(f"{runs.iloc[0]['run']} ({runs.iloc[0]['state']})" if len(runs) else "none yet: train one on the Train page")
-        info = device()
+        info = quick_device()
         st.caption("Device")
         st.markdown(f"{info['device']} · TensorFlow {info['tensorflow']} · Keras {info['keras']}")

@@ -12,6 +12,7 @@ from core import charts, metrics
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
+from core.glossary import GLOSSARY, help_text
 from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
@@ -28,14 +29,17 @@ if runs.empty:
 names = runs["run"].tolist()
 paths = dict(zip(runs["run"], runs["path"], strict=True))
 cols = st.columns([2, 3])
-primary = cols[0].selectbox("Run", names, key="eval_run")
-others = cols[1].multiselect("Compare with", [n for n in names if n != primary], key="eval_compare")
+primary = cols[0].selectbox("Run", names, key="eval_run", help="The trained model to evaluate.")
+others = cols[1].multiselect("Compare with", [n for n in names if n != primary], key="eval_compare",
+                             help="Other runs drawn on the same curves and in the comparison table.")
 run = Path(paths[primary])
 config, status = read_json(run / "config.json"), read_status(run)
 classes = status["classes"]
 
 cols = st.columns([2, 3, 2])
-target = cols[0].radio("Evaluate on", ["test split", "validation split", "external folder"], key="eval_target")
+target = cols[0].radio("Evaluate on", ["test split", "validation split", "external folder"], key="eval_target",
+                       help="The test split gives the honest score; the validation split is where thresholds are chosen; an "
+                            "external folder (another hospital) shows whether the model travels.")
 external = cols[1].text_input(
     "External folder (class folders, e.g. another hospital's test set)", key="eval_external", disabled=target != "external folder"
 )
@@ -43,7 +47,7 @@ tta = cols[2].checkbox(
     "Mirror test-time augmentation",
     value=bool(config.get("tta", False)),
     key="eval_tta",
-    help="Average each image's prediction with its mirror image's.",
+    help="Average each image's prediction with its mirror image's: a little steadier, twice the time.",
 )
 
 if target == "external folder":
@@ -128,10 +132,13 @@ if head == "binary":
 
     st.subheader("Decision threshold")
     cols = st.columns([3, 2, 2.4, 1.4, 2])
-    threshold = cols[0].slider(f"P({classes[1]}) threshold", 0.0, 1.0, step=0.001, format="%.3f", key=key)
-    cols[1].button("Youden (validation)", on_click=choose, args=("youden",), key="eval_youden")
-    cols[3].number_input("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key="eval_target_sens")
-    cols[2].button("Target sensitivity (validation)", on_click=choose, args=("sensitivity",), key="eval_sens")
+    threshold = cols[0].slider(f"P({classes[1]}) threshold", 0.0, 1.0, step=0.001, format="%.3f", key=key, help=help_text("threshold"))
+    cols[1].button("Youden (validation)", on_click=choose, args=("youden",), key="eval_youden",
+                   help="The threshold with the best balance of sensitivity and specificity, chosen on the validation split.")
+    cols[3].number_input("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key="eval_target_sens", help=help_text("sensitivity"))
+    cols[2].button("Target sensitivity (validation)", on_click=choose, args=("sensitivity",), key="eval_sens",
+                   help="The threshold that finds at least the target share of sick patients with the fewest false alarms, "
+                        "chosen on validation.")
     if cols[4].button("Save threshold to run", help="Predict and later evaluations use it."):
         save_threshold(run, threshold, st.session_state.get("eval_source", "set by hand on the Evaluate page"))
         st.success(f"Saved {threshold:.3f} with {primary}; the Predict page uses it.")
@@ -141,12 +148,15 @@ if head == "binary":
     live = metrics.binary_metrics(y, p, threshold)
     cols = st.columns(6)
     for col, k in zip(cols, ("accuracy", "sensitivity", "specificity", "f1", "auc", "ppv"), strict=True):
-        col.metric(k.upper() if k in ("auc", "ppv") else k.capitalize(), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}")
+        term = {"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(k, k)
+        col.metric(k.upper() if k in ("auc", "ppv") else k.capitalize(), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}",
+                   help=help_text(term))
 
 summary = summary_for(run, threshold)
 tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Download"])
 with tabs[0]:
-    normalise = st.toggle("Row-normalised", key="eval_norm")
+    normalise = st.toggle("Row-normalised", key="eval_norm", help="Show each true class as shares that add up to 1.")
+    st.caption(help_text("confusion matrix"))
     st.plotly_chart(charts.confusion_figure(summary["confusion_matrix"], classes, normalise), width="stretch")
     if head != "binary":
         st.plotly_chart(charts.kappa_matrices_figure(summary["observed"], summary["expected"], summary["weights"], classes), width="stretch")
@@ -169,7 +179,7 @@ with tabs[2]:
     if head == "binary":
         ece, predicted, observed, counts = metrics.calibration(y, p)
         st.plotly_chart(charts.reliability_figure(predicted, observed, counts, ece), width="stretch")
-        st.caption(f"Brier score {summary['brier']:.4f} · expected calibration error {ece:.4f} (10 bins).")
+        st.caption(f"Brier score {summary['brier']:.4f} · expected calibration error {ece:.4f} (10 bins). " + help_text("calibration"))
     else:
         st.info("Calibration is shown for binary models.")
 with tabs[3]:
@@ -177,7 +187,8 @@ with tabs[3]:
     intervals = {k[:-5]: v for k, v in summary.items() if k.endswith("_ci95")}
     st.dataframe(
         [
-            {"metric": k, "value": round(v, 4), "95% CI": f"{intervals[k][0]:.4f} to {intervals[k][1]:.4f}" if k in intervals else ""}
+            {"metric": k, "value": round(v, 4), "95% CI": f"{intervals[k][0]:.4f} to {intervals[k][1]:.4f}" if k in intervals else "",
+             "meaning": GLOSSARY.get({"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(k, k), "")}
             for k, v in rows.items()
         ],
         hide_index=True,

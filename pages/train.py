@@ -8,6 +8,7 @@ from core import jobs
 from core.charts import batch_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
+from core.glossary import help_text
 from core.models import BACKBONES, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
@@ -32,31 +33,45 @@ recipe_label = st.selectbox(
 recipe = RECIPE_CHOICES[recipe_label]
 with st.form("train_form"):
     cols = st.columns(3)
-    data = cols[0].selectbox("Dataset", list(dict.fromkeys(sources)), format_func=source_label, key="train_data")
+    data = cols[0].selectbox("Dataset", list(dict.fromkeys(sources)), format_func=source_label, key="train_data",
+                           help="The images to learn from: the active dataset, or one saved on the Dataset page with its own split.")
     model_name = cols[1].selectbox("Model", MODEL_NAMES, disabled=bool(recipe), key="train_model",
-                                   help="Scratch models train on grayscale; backbones get 3 channels and their own preprocessing.")
+                                   help="SmallNet and the other small models learn from scratch in grayscale; the backbones "
+                                        "(VGG16, ResNet50, ...) start from what they learned on millions of everyday photos (ImageNet).")
     weights = cols[2].selectbox("Weights", ["none", "imagenet", "local file"], disabled=bool(recipe), key="train_weights",
-                                help="ImageNet weights need a download (or the file in ~/.keras/models).")
+                                help="What a backbone starts from: 'imagenet' reuses what it learned on everyday photos "
+                                     "(a download, or the file in ~/.keras/models); 'none' starts from random numbers.")
     cols = st.columns(4)
-    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size")
-    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS if recipe else 10, key="train_epochs_recipe" if recipe else "train_epochs")
-    batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch")
-    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr")
-    weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file")
+    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size", help=help_text("image size"))
+    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS if recipe else 10, key="train_epochs_recipe" if recipe else "train_epochs",
+                                 help=help_text("epoch"))
+    batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch", help=help_text("batch size"))
+    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr",
+                             help=help_text("learning rate"))
+    weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
+                                 help="A .h5 or .keras weights file on this machine, for when there is no internet.")
     cols = st.columns(3)
-    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment")
-    class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights")
-    freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze")
+    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment",
+                                    help=help_text("augmentation"))
+    class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights",
+                                      help=help_text("class weights"))
+    freeze = cols[2].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze",
+                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
+                                     "layers (fine_tune), or all of it (full, slow, needs more images).")
     cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
-                           horizontal=True, disabled=bool(recipe), key="train_preset")
-    folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, disabled=bool(recipe), key="train_folds")
+                           horizontal=True, disabled=bool(recipe), key="train_preset",
+                           help="Normal training; a sanity check that the model can memorise 8 images per class (if it cannot, "
+                                "something is broken); or three runs with different learning rates to compare.")
+    folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, disabled=bool(recipe), key="train_folds",
+                            help="Train K models, each tested on a different K-th of the images, for a more reliable score on small datasets.")
     precision = cols[2].selectbox(
         "Precision", list(PRECISIONS), format_func=lambda p: PRECISIONS[p].format(auto=device()["precision"]), key="train_precision",
         help="Mixed precision computes in 16 bits and keeps the weights in float32: float16 on a GPU with tensor cores, "
              "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine does well.",
     )
-    submitted = st.form_submit_button("Start training", type="primary")
+    submitted = st.form_submit_button("Start training", type="primary",
+                                      help="Starts a background job: you can leave this page, it keeps training.")
 
 if submitted and recipe:
     try:
@@ -102,7 +117,7 @@ if runs.empty:
 
 names = runs["run"].tolist()
 default = names.index(st.session_state["train_selected"]) if st.session_state.get("train_selected") in names else 0
-selected = st.selectbox("Run", names, index=default, key="train_run")
+selected = st.selectbox("Run", names, index=default, key="train_run", help="The run whose progress and curves are shown below.")
 run = Path(runs.set_index("run").loc[selected, "path"])
 
 
@@ -133,23 +148,29 @@ def live_view(run: Path) -> None:
 
 def controls(run: Path, state: str) -> None:
     cols = st.columns(6)
-    if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop"):
+    if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop",
+                      help="Stop at once; the last finished epoch is kept and the run can be resumed."):
         request(run, stop="now")
-    if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch"):
+    if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch",
+                      help="Let the current pass over the images finish, then stop."):
         request(run, stop="after_epoch")
-    extend_by = cols[2].number_input("Extend by", 1, 100, 2, key="ctl_extend_n", label_visibility="collapsed")
-    if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend"):
+    extend_by = cols[2].number_input("Extend by", 1, 100, 2, key="ctl_extend_n", label_visibility="collapsed", help=help_text("epoch"))
+    if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend",
+                      help="Add more passes over the images to this run."):
         request(run, extend=int(extend_by))
-    new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed")
-    if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr"):
+    new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed",
+                             help=help_text("learning rate"))
+    if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr",
+                      help="Change the learning rate from the next batch on, e.g. lower it when the curves stop improving."):
         request(run, lr=float(new_lr))
     if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
                       help="Continue from the last checkpoint; a completed run is extended by the 'Extend by' epochs."):
         if state == "completed":
             request(run, extend=int(extend_by))
         st.info(f"Resumed: {jobs.resume(run)}")
-    confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm")
-    if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete"):
+    confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm", help="Tick to enable Delete.")
+    if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete",
+                      help="Delete the run folder: its model, curves and predictions."):
         try:
             delete_run(run)
             st.session_state.pop("train_selected", None)
@@ -168,7 +189,8 @@ def runs_table() -> None:
 
 runs_table()
 
-compare = st.multiselect("Overlay runs (e.g. an LR sweep)", names, key="train_compare")
+compare = st.multiselect("Overlay runs (e.g. an LR sweep)", names, key="train_compare",
+                         help="Draw the curves of several runs together to see which settings learned best.")
 if compare:
     frames = {n: read_metrics(Path(runs.set_index("run").loc[n, "path"])) for n in compare}
     st.plotly_chart(runs_overlay_figure({n: m for n, m in frames.items() if len(m)}), width="stretch")

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser_helpers import APP_PAGES, CHROMIUM, CHROMIUM_ARGS, sample_first_load, streamlit_server
+
 ROOT = Path(__file__).resolve().parents[1]
 CHEST_XRAY = ROOT.parent / "shared" / "data" / "chest_xray" / "train"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Flags for a sandboxed root CI machine with no network beyond loopback.
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-    "--disable-background-networking", "--disable-component-update",
-]
+PAGE_PATHS = {"Home": "", "Dataset": "/dataset", "Preprocessing lab": "/lab", "Train": "/train", "Evaluate": "/evaluate", "Predict": "/predict"}
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,40 +20,16 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("streamlit") / "server.log", "wb")  # a pipe nobody reads would fill and block
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://localhost:{port}"
+def server_url():
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not become healthy in 90 s")
+    with streamlit_server() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+
+
+def sidebar_link(page, title: str):
+    """The app's own link to a page in the sidebar (drawn by app.py; Streamlit's automatic list is off)."""
+    return page.locator("[data-testid='stSidebar'] a", has_text=title).first
 
 
 @pytest.fixture
@@ -86,9 +52,26 @@ def test_deep_link_as_first_request_goes_through_app(server_url: str, page) -> N
     page.goto(f"{server_url}/lab")
     page.get_by_text("result range").first.wait_for(timeout=120_000)
     page.get_by_text("Active dataset").first.wait_for(timeout=30_000)
-    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    nav = page.locator("[data-testid='stSidebar']").inner_text()
     assert "Preprocessing lab" in nav and "common" not in nav
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_sidebar_lists_only_the_apps_pages_from_the_first_paint(page) -> None:
+    """A fresh server, sampled every 100 ms from navigation: the sidebar never shows Streamlit's automatic
+    list of pages/ files ("app", "common", ...), and every page's deep link opens that page."""
+    with streamlit_server() as url:
+        first = sample_first_load(page, url, content_text="PNEUMONIA (150)")
+        assert first["content_s"] is not None, "Home never showed the demo classes"
+        assert first["foreign_entries"] == [], first["entries_seen"]
+        assert first["entries_seen"] == APP_PAGES
+        for title, path in PAGE_PATHS.items():
+            if not path:
+                continue
+            seen = sample_first_load(page, url, title=title, path=path)
+            assert seen["title_s"] is not None, f"{path} did not open {title}"
+            assert seen["foreign_entries"] == [], (path, seen["entries_seen"])
+        assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_home_page_shows_demo_classes_in_chromium(server_url: str, page) -> None:
@@ -98,7 +81,7 @@ def test_home_page_shows_demo_classes_in_chromium(server_url: str, page) -> None
     assert page.locator("[data-testid='stException']").count() == 0
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
-    page.locator("[data-testid='stSidebarNav'] a", has_text="Dataset").first.click()
+    sidebar_link(page, "Dataset").click()
     page.get_by_text("Image sizes").first.wait_for(timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -119,10 +102,10 @@ def test_chest_xray_folder_in_chromium(server_url: str, page) -> None:
     # the sidebar is drawn after the page, so it names the dataset just opened
     page.locator("[data-testid='stSidebarUserContent']").get_by_text(str(CHEST_XRAY)).wait_for(timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "chest_xray_dataset.png"), full_page=True)
-    page.locator("[data-testid='stSidebarNav'] a", has_text="Home").first.click()
+    sidebar_link(page, "Home").click()
     page.get_by_text("NORMAL (1,341)").first.wait_for(timeout=60_000)
     assert page.get_by_text("PNEUMONIA (3,875)").first.is_visible()
-    page.locator("[data-testid='stSidebarNav'] a", has_text="Preprocessing lab").first.click()
+    sidebar_link(page, "Preprocessing lab").click()
     page.get_by_text("result range").first.wait_for(timeout=60_000)
     page.get_by_role("tab", name="Augmentation").click()
     page.get_by_text("Exactly the Keras preprocessing layers").first.wait_for(timeout=60_000)
@@ -212,3 +195,29 @@ def test_evaluate_and_predict_with_gradcam_in_chromium(server_url: str, page) ->
     page.wait_for_timeout(1500)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(ARTIFACTS / "predict_dicom.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_presenters_tour_in_chromium(server_url: str, page) -> None:
+    """One click on Home: a real job trains with live curves, the model is tested and explained, and the
+    run it leaves opens on Evaluate (its test predictions already there) and Predict."""
+    page.goto(server_url)
+    page.get_by_role("button", name="Start the tour").click(timeout=120_000)
+    page.get_by_text("1 · Learning.").first.wait_for(timeout=60_000)
+    page.get_by_text("3 · Explaining.").first.wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"of 100 children with pneumonia, it would flag about \d+")).first.wait_for(timeout=30_000)
+    page.get_by_text("where the model looked (Grad-CAM)").first.wait_for(timeout=30_000)
+    run_name = re.search(r"times \((\S+)\)", page.locator("p", has_text="1 · Learning.").first.inner_text()).group(1)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "tour.png"), full_page=True)
+
+    page.get_by_role("link", name=re.compile("Evaluate: every metric")).click()
+    page.get_by_text("Sensitivity").first.wait_for(timeout=120_000)  # the tour's test predictions are stored
+    page.get_by_text("predictions-test.csv").first.wait_for(timeout=30_000)
+    assert page.get_by_text(run_name).first.is_visible()  # the newest run: Evaluate preselects it
+    assert page.locator("[data-testid='stException']").count() == 0
+    sidebar_link(page, "Predict").click()
+    page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
+    assert page.get_by_text(run_name).first.is_visible()
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -1,0 +1,50 @@
+"""Plain-language help: one line a clinician understands for every metric and training control.
+
+Pages pass `help_text(term)` to widgets and metrics, and Home shows the whole glossary, so a term is
+explained the same way everywhere.
+"""
+
+from __future__ import annotations
+
+GLOSSARY: dict[str, str] = {
+    "accuracy": "The share of all images the model labels correctly. It flatters a model when one class is far more common.",
+    "sensitivity": "Of the patients who have the disease, the share the model flags: 0.95 means it finds 95 of 100 sick "
+                   "patients and misses 5.",
+    "specificity": "Of the healthy patients, the share the model clears: 0.90 means 90 of 100 are cleared and 10 get a "
+                   "false alarm.",
+    "PPV": "Of the images the model flags, the share that really show the disease (positive predictive value). It drops "
+           "when the disease is rare.",
+    "F1": "One number that balances finding the sick (sensitivity) against false alarms (PPV); 1 is perfect.",
+    "AUC": "How well the model ranks sick patients above healthy ones, whatever the threshold: 1.0 is perfect, 0.5 is a "
+           "coin toss.",
+    "kappa": "Agreement between the model and the true labels beyond what chance alone would give: 0 is chance, 1 is "
+             "perfect. The weighted kind counts near-misses less.",
+    "calibration": "Whether the model's percentages can be taken at face value: of the images it gives 80%, about 80 in "
+                   "100 should really have the disease.",
+    "threshold": "The cut-off on the model's probability above which an image is called positive. Lower it to miss fewer "
+                 "sick patients, at the price of more false alarms.",
+    "confusion matrix": "A table of how many images of each true class the model put in each class: the diagonal is "
+                        "right, the rest are its mistakes.",
+    "ROC curve": "Every trade-off between finding the sick (up) and false alarms (right) the model offers as its "
+                 "threshold moves; the dot is the threshold in use.",
+    "epoch": "One pass of the model over every training image. Training runs several, and the curves show one point each.",
+    "learning rate": "How big a correction the model makes after each small group of images: too big and it never settles, "
+                     "too small and it learns slowly.",
+    "batch size": "How many images the model looks at before each correction. Bigger batches are faster on a GPU and use "
+                  "more memory.",
+    "image size": "The side, in pixels, images are resized to before the model sees them. Bigger shows finer detail and "
+                  "trains slower.",
+    "augmentation": "Small random changes to the training images (mirroring, turning, brightness) so the model learns the "
+                    "disease, not the exact pictures.",
+    "class weights": "Counting mistakes on the rarer class more, so the model cannot score well by calling everything the "
+                     "common class.",
+    "validation split": "Images kept out of training and used to choose the best epoch and the threshold; the test split is "
+                        "kept for the final, honest score.",
+    "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "
+                "looked, not where the disease is.",
+}
+
+
+def help_text(term: str) -> str:
+    """The one-line explanation of a glossary term (KeyError for an unknown term, so a typo fails in tests)."""
+    return GLOSSARY[term]
