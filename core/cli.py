@@ -7,6 +7,7 @@ Each prints a short human summary, or one JSON object with --json. Exit codes: 0
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -68,7 +69,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         state = run_job(run, verbose=0 if args.json else 2)
         return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_value", "threshold", "message")}}
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
-                         args.channels, folds=args.folds, mixed_precision=args.precision)
+                         args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
+                         learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
+                         fine_tune_layers=args.fine_tune_layers, seed=args.seed)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -154,6 +157,50 @@ def _predict(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _imagenet(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core import imagenet
+    from core.image_reader import encode_png, read_image
+
+    try:
+        name = imagenet.resolve(args.model)
+    except ValueError as exc:
+        raise MedImageError(str(exc)) from exc
+    source = imagenet.weights_source(name, args.weights)
+    model = imagenet.load_classifier(name, args.weights)
+    results = []
+    for file in args.files:
+        try:
+            pixels = read_image(file).pixels
+        except MedImageError as exc:
+            results.append({"file": file, "error": str(exc)})
+            continue
+        top = imagenet.top_k(model, name, pixels, args.top)
+        row = {"file": file, "top": top.to_dict(orient="records")}
+        if args.cam:
+            from core.gradcam import overlay
+
+            Path(args.cam).mkdir(parents=True, exist_ok=True)
+            out = Path(args.cam) / f"{Path(file).stem}-gradcam.png"
+            out.write_bytes(encode_png(overlay(pixels, imagenet.explain(model, name, pixels, int(top.iloc[0]["index"])))))
+            row["cam"] = str(out)
+        results.append(row)
+    return {"model": name, "weights": source.label if source else "downloaded by Keras", "results": results}
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core.export import export_run
+
+    run = Path(args.run_dir)
+    if not (run / "config.json").exists():
+        raise MedImageError(f"{run} is not a run folder (no config.json).")
+    result = export_run(run, Path(args.out), args.format, args.quantize, progress=None if args.json else lambda m: print(m, file=sys.stderr))
+    return result.to_dict()
+
+
 def _print_human(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
@@ -184,7 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, default=128)
     train.add_argument("--channels", type=int, choices=(1, 3), default=None, help="default: 1 for scratch models, 3 for backbones")
     train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--weights", default="none", help="imagenet, none, or a weights file")
+    train.add_argument("--weights", default="none", help="imagenet (looked up in MEDIMAGE_WEIGHTS_DIR and ~/.keras/models first), "
+                       "none, or a weights file")
+    train.add_argument("--alpha", type=float, default=1.0, help="MobileNet/MobileNetV2 width (0.25-1.0 / 0.35-1.4)")
+    train.add_argument("--freeze", choices=("feature_extraction", "fine_tune", "full"), default="feature_extraction",
+                       help="backbones: train only the head, also the last --fine-tune-layers layers, or everything")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    train.add_argument("--fine-tune-epochs", type=int, default=0,
+                       help="backbones: after --epochs of feature extraction, unfreeze the last layers for this many epochs")
+    train.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the fine-tuning phase")
+    train.add_argument("--fine-tune-layers", type=int, default=20, help="how many of the backbone's last layers fine-tuning trains")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,
@@ -211,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam", default=None, metavar="OUT_DIR", help="write a Grad-CAM overlay PNG per file here")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(run_command=_predict)
+    inet = sub.add_parser("imagenet", help="ImageNet top-k of photos with a pretrained classifier (offline with a local weights file)")
+    inet.add_argument("files", nargs="+", metavar="FILE")
+    inet.add_argument("--model", default="MobileNetV2", help="VGG16, ResNet50, InceptionV3, MobileNet-<alpha>, MobileNetV2-<alpha>")
+    inet.add_argument("--weights", default=None, help="a with-top weights file; default: the official file in MEDIMAGE_WEIGHTS_DIR "
+                      "or ~/.keras/models, else a download")
+    inet.add_argument("--top", type=int, default=5)
+    inet.add_argument("--cam", default=None, metavar="OUT_DIR", help="write a Grad-CAM PNG of the top class per file here")
+    inet.add_argument("--json", action="store_true")
+    inet.set_defaults(run_command=_imagenet)
+    export = sub.add_parser("export", help="export a run's model (keras, SavedModel, TFLite), checked against the run, with a model card")
+    export.add_argument("run_dir", metavar="RUN")
+    export.add_argument("out", metavar="OUT", help="output folder (created); the model card is written beside the export")
+    export.add_argument("--format", choices=("keras", "savedmodel", "tflite"), default="tflite")
+    export.add_argument("--quantize", choices=("float16", "int8"), default=None, help="TFLite only: float16 or int8 (dynamic range) weights")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(run_command=_export)
     runs = sub.add_parser("runs", help="list training runs with their state")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--json", action="store_true")
@@ -221,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = args.run_command(args)
+        # with --json, stdout carries the JSON alone: what Keras prints (downloads, progress) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+            result = args.run_command(args)
     except MedImageError as exc:
         if args.json:
             print(json.dumps({"error": str(exc)}))

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from core import weights as weight_files
 from core.errors import MedImageError
 
 HEADS = ("binary", "multiclass", "ordinal")
@@ -28,8 +29,17 @@ FREEZE_MODES = ("feature_extraction", "fine_tune", "full")
 class Backbone:
     constructor: str  # keras.applications attribute
     module: str  # keras.applications submodule holding preprocess_input
-    weights_file: str  # the no-top ImageNet weights file Keras downloads into ~/.keras/models
+    weights_file: str  # the no-top ImageNet weights file Keras downloads into ~/.keras/models (alpha 1.0, 224 px)
     default_size: int = 224
+    alphas: tuple[float, ...] = ()  # width multipliers with ImageNet weights (MobileNets); () = no alpha
+
+    def file_for(self, alpha: float = 1.0, size: int = 224) -> str:
+        """The official no-top weights file for this width and input size."""
+        if self.constructor == "MobileNet":
+            return weight_files.mobilenet_file(alpha, size, top=False)
+        if self.constructor == "MobileNetV2":
+            return weight_files.mobilenet_v2_file(alpha, size, top=False)
+        return self.weights_file
 
 
 BACKBONES = {
@@ -40,7 +50,9 @@ BACKBONES = {
     "efficientnetb1": Backbone("EfficientNetB1", "efficientnet", "efficientnetb1_notop.h5", 240),
     "efficientnetb2": Backbone("EfficientNetB2", "efficientnet", "efficientnetb2_notop.h5", 260),
     "efficientnetb3": Backbone("EfficientNetB3", "efficientnet", "efficientnetb3_notop.h5", 300),
-    "mobilenetv2": Backbone("MobileNetV2", "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "mobilenet": Backbone("MobileNet", "mobilenet", "mobilenet_1_0_224_tf_no_top.h5", alphas=weight_files.MOBILENET_ALPHAS),
+    "mobilenetv2": Backbone("MobileNetV2", "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                            alphas=weight_files.MOBILENET_V2_ALPHAS),
     "densenet121": Backbone("DenseNet121", "densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
 }
 MODEL_NAMES = SCRATCH + tuple(BACKBONES)
@@ -67,6 +79,7 @@ class ModelConfig:
     l2: float = 0.0
     batch_norm: bool = False
     intensity: str = "rescale"  # scratch models: "rescale" (/255), "standardize" or "equalize" per image
+    alpha: float = 1.0  # MobileNet / MobileNetV2 width multiplier
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,37 +258,60 @@ def _xraynet(inputs, config: ModelConfig):
     return _output(x, config)
 
 
-def weights_hint(name: str) -> str:
+def weights_hint(name: str, alpha: float = 1.0, size: int = 224) -> str:
     """Where a user puts ImageNet weights for a backbone when this machine cannot download them."""
     spec = BACKBONES[name]
-    return (
-        f"ImageNet weights for {spec.constructor} could not be downloaded. Put the file '{spec.weights_file}' "
-        f"into {Path('~/.keras/models').expanduser()} (Keras looks there before downloading), or choose it as a "
-        "local weights file, or train with weights 'none' (from scratch)."
-    )
+    return (f"ImageNet weights for {spec.constructor} could not be downloaded. "
+            f"{weight_files.where_to_put(spec.file_for(alpha, size))} Or train with weights 'none' (from scratch).")
+
+
+def imagenet_weights_file(config: ModelConfig) -> Path | None:
+    """The backbone's official ImageNet file found in a weights folder (MEDIMAGE_WEIGHTS_DIR, ~/.keras/models), or None."""
+    return weight_files.find_weights(BACKBONES[config.name].file_for(config.alpha, config.image_size))
+
+
+def _constructor_kwargs(config: ModelConfig) -> dict:
+    spec = BACKBONES[config.name]
+    kwargs = {"include_top": False, "input_shape": (config.image_size, config.image_size, 3)}
+    if spec.alphas:
+        kwargs["alpha"] = config.alpha
+    return kwargs
+
+
+def _load_weights(base, path: Path, config: ModelConfig) -> None:
+    spec = BACKBONES[config.name]
+    try:
+        base.load_weights(str(path))
+    except Exception as exc:  # noqa: BLE001 - h5/keras loaders raise many types for a wrong file
+        raise WeightsUnavailable(f"{path.name} does not fit {spec.constructor}"
+                                 f"{f' alpha {config.alpha}' if spec.alphas else ''} without its top ({exc}). "
+                                 f"Use '{spec.file_for(config.alpha, config.image_size)}'.") from exc
 
 
 def _backbone(config: ModelConfig):
     spec = BACKBONES[config.name]
     constructor = getattr(keras.applications, spec.constructor)
-    shape = (config.image_size, config.image_size, 3)
+    kwargs = _constructor_kwargs(config)
     weights = config.weights
+    if spec.alphas and weights == "imagenet" and config.alpha not in spec.alphas:
+        raise WeightsUnavailable(f"{spec.constructor} has ImageNet weights for alpha {', '.join(map(str, spec.alphas))} "
+                                 f"only; got {config.alpha}.")
     if weights == "imagenet":
-        try:
-            return constructor(include_top=False, weights="imagenet", input_shape=shape)
-        except Exception as exc:  # noqa: BLE001 - offline downloads fail with URL, socket and HTTP errors alike
-            raise WeightsUnavailable(weights_hint(config.name)) from exc
-    base = constructor(include_top=False, weights=None, input_shape=shape)
+        found = imagenet_weights_file(config)
+        if found is None:
+            try:  # Keras' own download into ~/.keras/models
+                return constructor(weights="imagenet", **kwargs)
+            except Exception as exc:  # noqa: BLE001 - offline downloads fail with URL, socket and HTTP errors alike
+                raise WeightsUnavailable(weights_hint(config.name, config.alpha, config.image_size)) from exc
+        base = constructor(weights=None, **kwargs)
+        _load_weights(base, found, config)
+        return base
+    base = constructor(weights=None, **kwargs)
     if weights not in ("none", "", None):
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsUnavailable(f"The weights file {path} does not exist. {weights_hint(config.name)}")
-        try:
-            base.load_weights(str(path))
-        except Exception as exc:  # noqa: BLE001 - h5/keras loaders raise many types for a wrong file
-            raise WeightsUnavailable(
-                f"{path.name} does not fit {spec.constructor} without its top ({exc}). Use '{spec.weights_file}'."
-            ) from exc
+            raise WeightsUnavailable(f"The weights file {path} does not exist. {weights_hint(config.name, config.alpha, config.image_size)}")
+        _load_weights(base, path, config)
     return base
 
 
@@ -291,6 +327,18 @@ def _freeze(base, config: ModelConfig) -> None:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):
                 layer.trainable = False
+
+
+def backbone_of(model: keras.Model):
+    """The nested keras.applications network inside one of our transfer models, or None for scratch models."""
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+
+
+def set_backbone_trainable(model: keras.Model, config: ModelConfig) -> None:
+    """Apply `config.freeze` to a built model's backbone (the model must be compiled again afterwards)."""
+    base = backbone_of(model)
+    if base is not None:
+        _freeze(base, config)
 
 
 def build_model(config: ModelConfig) -> keras.Model:

@@ -60,6 +60,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
     tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
     tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
+    fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze the last layers for this many more
+    fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,7 +97,7 @@ def make_config(
     for ImageNet backbones (unless asked otherwise), the same image size on both sides."""
     defaults = TrainConfig()
     channels = channels or (1 if model in SCRATCH else 3)
-    model_keys = ("freeze", "fine_tune_layers", "head", "pooling", "intensity", "dropout", "dense")
+    model_keys = ("freeze", "fine_tune_layers", "head", "pooling", "intensity", "dropout", "dense", "alpha")
     model_overrides = {k: overrides.pop(k) for k in model_keys if k in overrides}
     model_config = replace(defaults.model, name=model, image_size=image_size, channels=channels,
                            weights="none" if model in SCRATCH else weights, **model_overrides)
@@ -144,6 +146,7 @@ class RunRecorder(keras.callbacks.Callback):
         self._epoch_start = time.time()
         self._epoch = 0
         self._history = pd.DataFrame()
+        self._resumed = False
         self._batches: list[dict[str, float]] = []
         status = read_status(run)
         self.best = status.get("best_value")
@@ -177,9 +180,11 @@ class RunRecorder(keras.callbacks.Callback):
             fh.write(f"{now_iso()} {line}\n")
 
     def on_train_begin(self, logs=None) -> None:
-        history = read_metrics(self.run)
-        # after a crash, rows past the checkpoint being resumed would be trained again: drop them
-        self._history = history[history["epoch"] <= self.initial_epoch] if len(history) else history
+        if not self._resumed:  # once per job: a later fit (an extension, the fine-tuning phase) keeps the rows so far
+            history = read_metrics(self.run)
+            # after a crash, rows past the checkpoint being resumed would be trained again: drop them
+            self._history = history[history["epoch"] <= self.initial_epoch] if len(history) else history
+            self._resumed = True
         self.handle_requests()
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -245,6 +250,28 @@ def precision_for(setting: str) -> str:
     return device["precision"]
 
 
+def weights_label(model: ModelConfig) -> str:
+    """What the backbone started from, for the status and the Train page: the file with its hash check, or none."""
+    from core.models import BACKBONES, imagenet_weights_file
+    from core.weights import describe
+
+    if model.name not in BACKBONES or model.weights in ("none", "", None):
+        return "random initialisation (from scratch)"
+    if model.weights == "imagenet":
+        found = imagenet_weights_file(model)
+        return describe(found).label if found else "ImageNet, downloaded by Keras into ~/.keras/models"
+    return describe(model.weights, BACKBONES[model.name].file_for(model.alpha, model.image_size)).label
+
+
+def unfreeze_for_fine_tuning(model: keras.Model, config: TrainConfig) -> None:
+    """The seeds' second phase: unfreeze the backbone's last `fine_tune_layers` layers (BatchNorm stays frozen)
+    and recompile with the lower `fine_tune_lr`; the optimizer starts afresh, as in Keras' fine-tuning guide."""
+    from core.models import set_backbone_trainable
+
+    set_backbone_trainable(model, replace(config.model, freeze="fine_tune"))
+    _compile(model, replace(config, learning_rate=config.fine_tune_lr))
+
+
 def distribution_strategy():
     """MultiWorkerMirroredStrategy when TF_CONFIG describes a cluster, MirroredStrategy on several
     GPUs, else the default (one device). Models are built, compiled and loaded inside its scope."""
@@ -293,9 +320,10 @@ def run_job(run: Path, verbose: int = 2) -> str:
                 model = build_model(config.model)
                 _compile(model, config)
                 initial_epoch = 0
+                write_status(run, weights=weights_label(config.model))
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         recorder = RunRecorder(run, config, steps, initial_epoch)
-        recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs)
+        recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs + config.fine_tune_epochs)
         write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch,
                      replicas=strategy.num_replicas_in_sync)
         recorder.set_model(model)
@@ -313,11 +341,23 @@ def run_job(run: Path, verbose: int = 2) -> str:
         if config.tensorboard and importlib.util.find_spec("tensorboard") is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
         epoch = initial_epoch
+        switch = config.epochs if config.fine_tune_epochs else None  # the epoch the second (fine-tuning) phase starts
         while epoch < recorder.epochs and not recorder.stopped_by_user:
-            history = model.fit(train_ds, validation_data=val_ds, epochs=recorder.epochs, initial_epoch=epoch,
+            tuning = bool(read_status(run).get("fine_tuning"))
+            if switch is not None and not tuning and epoch >= switch:
+                with strategy.scope():
+                    unfreeze_for_fine_tuning(model, config)
+                write_status(run, fine_tuning=True, fine_tune_from_epoch=epoch)
+                tuning = True
+            end = recorder.epochs if switch is None or tuning else min(switch, recorder.epochs)
+            history = model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=epoch,
                                 class_weight=weights, callbacks=callbacks, verbose=verbose)
             done = len(history.epoch)
             epoch = epoch + done
+            if switch is not None and not tuning and epoch < recorder.epochs:
+                epoch = max(epoch, switch)  # early stopping in the first phase moves on to fine-tuning
+                model.stop_training = False
+                continue
             if done == 0 or (model.stop_training and not recorder.extend):
                 break  # early stopping (or a stop) ended it; an extend request during the fit continues it
             recorder.extend = 0

@@ -153,7 +153,7 @@ if head == "binary":
                    help=help_text(term))
 
 summary = summary_for(run, threshold)
-tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Download"])
+tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Download", "Export"])
 with tabs[0]:
     normalise = st.toggle("Row-normalised", key="eval_norm", help="Show each true class as shares that add up to 1.")
     st.caption(help_text("confusion matrix"))
@@ -258,3 +258,36 @@ with tabs[6]:
     cols[2].download_button("Report (HTML)", lambda: build_report(run, name, predictions, summary, class_counts(dataset.table)),
                             f"{primary}-report-{name}.html", "text/html")
     st.caption("The report opens offline in any browser; print it to PDF from there.")
+
+with tabs[7]:
+    st.caption("A deployable copy of this run's model with its preprocessing inside, checked against the run on 32 of its "
+               "images, and a model card (intended use, data, every stored evaluation with intervals, limitations) beside it.")
+    cols = st.columns([1, 1, 3])
+    export_format = cols[0].selectbox("Format", ["tflite", "savedmodel", "keras"], key="exp_format",
+                                      help="TFLite for phones and edge devices, SavedModel for TensorFlow Serving, .keras for Keras.")
+    quantize = cols[1].selectbox("Quantisation", ["none", "float16", "int8"], key="exp_quantize", disabled=export_format != "tflite",
+                                 help="Smaller files: float16 halves the size, int8 quarters it, with small changes in the probabilities.")
+    out_dir = cols[2].text_input("Output folder", str(run / "export"), key="exp_out")
+    if st.button("Export", type="primary", key="exp_go"):
+        from core.export import export_run
+
+        with st.status("Exporting...", expanded=True) as box:
+            try:
+                result = export_run(run, Path(out_dir), export_format, None if quantize == "none" or export_format != "tflite" else quantize,
+                                    progress=st.write)
+                box.update(label="Exported and checked", state="complete")
+                st.session_state["exp_result"] = result.to_dict()
+            except MedImageError as exc:
+                box.update(label="Export failed", state="error")
+                st.error(str(exc))
+    result = st.session_state.get("exp_result")
+    if result and Path(result["card_md"]).exists():
+        st.success(f"{result['path']} ({result['size_bytes'] / 1e6:.2f} MB): max difference from the run's model "
+                   f"{result['max_abs_diff']:.1e} on {result['checked_images']} images (allowed {result['tolerance']:.0e}).")
+        card = Path(result["card_md"]).read_text()
+        st.download_button("Model card (Markdown)", card, "model_card.md", "text/markdown", key="exp_card")
+        if Path(result["path"]).is_file():
+            st.download_button(f"Download {Path(result['path']).name}", Path(result["path"]).read_bytes(), Path(result["path"]).name,
+                               key="exp_file")
+        with st.expander("Model card"):
+            st.markdown(card)

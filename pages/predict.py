@@ -210,6 +210,14 @@ def _imagenet(name: str, weights: str):
     return imagenet.load_classifier(name, weights or None)
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _imagenet_cam(name: str, weights: str):
+    """Grad-CAM on the classifier's last feature map, compiled once per classifier."""
+    from core.gradcam import GradCam
+
+    return GradCam(_imagenet(name, weights))
+
+
 @st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=1)
 def _segmenter(handle: str):
     return segmentation.load_segmenter(handle)
@@ -225,14 +233,22 @@ with imagenet_tab:
         help=f"For example {imagenet.CLASSIFIERS[net].weights_file}; empty = Keras' cache or a download.",
     )
     k = cols[2].slider("Top k", 1, 20, 5, key="inet_k")
+    try:
+        source = imagenet.weights_source(net, weights_file.strip() or None)
+    except OSError:
+        source = None
+    st.caption(f"Weights: {source.label}" if source else "Weights: not found in the weights folders; Keras will download "
+               f"{imagenet.CLASSIFIERS[net].weights_file} (needs internet).")
     photo = st.file_uploader("Image", type=IMAGE_TYPES, key="inet_file")
     if photo is not None:
         try:
             model = _imagenet(net, weights_file.strip())
             pixels = read_image(photo.getvalue()).pixels
             top = imagenet.top_k(model, net, pixels, k)
-            cols = st.columns(2)
+            cols = st.columns(3)
             cols[0].image(pixels, caption=photo.name, width="stretch")
+            heat = _imagenet_cam(net, weights_file.strip()).explain(imagenet.prepare(net, pixels), int(top.iloc[0]["index"])).heatmaps[0]
+            cols[2].image(overlay(pixels, heat), caption=f"Grad-CAM of '{top.iloc[0]['class']}'", width="stretch")
             fig = px.bar(top, x="probability", y="class", orientation="h", template="plotly_white", text=top["probability"].map("{:.3f}".format))
             fig.update_layout(height=80 + 32 * len(top), margin=dict(l=10, r=10, t=10, b=10), yaxis_autorange="reversed")
             cols[1].plotly_chart(fig, width="stretch")

@@ -48,6 +48,9 @@ with st.form("train_form"):
     batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch", help=help_text("batch size"))
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr",
                              help=help_text("learning rate"))
+    alpha = st.selectbox("Width (alpha, MobileNet / MobileNetV2 only)", [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4], disabled=bool(recipe),
+                         key="train_alpha", help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
+                         "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
     cols = st.columns(3)
@@ -87,7 +90,7 @@ elif submitted:
     config = make_config(
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
-        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision,
+        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
     )
     model = config.model
     try:
@@ -108,6 +111,15 @@ elif submitted:
         st.error(str(exc))
     if model_name in BACKBONES and weights == "none":
         st.caption("Training a backbone from scratch on a small dataset rarely beats SmallNet.")
+
+with st.expander("ImageNet weights on this machine"):
+    from core.weights import available, weights_dirs
+
+    found = available()
+    st.caption("Looked up by their official names before any download, in: " + ", ".join(str(d) for d in weights_dirs())
+               + ". Set MEDIMAGE_WEIGHTS_DIR to add a folder.")
+    st.markdown("\n".join(f"- {info.label}" for info in found) if found else "No weight files found: ImageNet weights will be downloaded "
+                "(needs internet), or copy the files into one of those folders.")
 
 # ---- runs and the live view ---------------------------------------------------------------------
 runs = list_runs()
@@ -132,6 +144,8 @@ def live_view(run: Path) -> None:
                 + (f" · ETA {eta:.0f} s" if state == "running" and eta else ""))
     if status.get("message"):
         st.warning(status["message"])
+    if status.get("weights"):
+        st.caption(f"Backbone weights: {status['weights']}")
     if status.get("best_value") is not None:
         st.caption(f"best {status.get('best_metric')}: {status['best_value']:.4f} · precision {status.get('precision', '?')}")
     controls(run, state)

@@ -1,0 +1,165 @@
+"""The model card written beside every export (Markdown for people, JSON for tools).
+
+What a receiving team needs before trusting a file: what it is for and not for, what goes in and
+comes out, the decision threshold and where it was chosen, what it was trained on, how it scored
+on held-out and external images (with intervals), its known limitations, and the software.
+Built from the run folder alone: config, status, the dataset split, stored predictions tables.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from core.atomic import write_json, write_text
+from core.runs import read_json, read_status, run_rows
+
+INTENDED_USE = ("Research and teaching: exploring how an image classifier behaves. NOT FOR CLINICAL USE: it is not a "
+                "medical device, has not been validated prospectively, and must not inform a diagnosis or treatment.")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("tensorflow", "keras", "numpy", "medimage-studio"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _training_data(run: Path, config: dict[str, Any]) -> dict[str, Any]:
+    from core.dataset_store import open_source
+    from core.errors import MedImageError
+    from core.recipes import patient_id
+
+    try:
+        table = run_rows(run, config, open_source(config["data"]).table)
+    except (MedImageError, OSError) as exc:
+        return {"source": config["data"], "error": f"the dataset could not be opened to summarise it ({exc})"}
+    counts = table.groupby(["label", "split"]).size().unstack(fill_value=0)
+    patients = {split: {patient_id(p) for p in table.loc[table["split"] == split, "path"]} for split in ("train", "val", "test")}
+    return {
+        "source": config["data"],
+        "counts": {label: {split: int(n) for split, n in row.items()} for label, row in counts.iterrows()},
+        "split": "the run's own split (rows.csv)" if config.get("rows") else "the dataset's split",
+        "patients_shared_train_test": len(patients["train"] & patients["test"]),
+        "patients_shared_train_val": len(patients["train"] & patients["val"]),
+    }
+
+
+def _evaluations(run: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from core.evaluate import summarize
+
+    out = {}
+    for path in sorted(run.glob("predictions-*.csv")):
+        name = path.stem[len("predictions-"):]
+        summary = summarize(run, pd.read_csv(path), n_boot=1000)
+        keep = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95", "sensitivity", "specificity", "f1", "f1_ci95", "kappa",
+                "kappa_ci95", "brier", "ece", "threshold")
+        out[name] = {k: summary[k] for k in keep if k in summary}
+    return out
+
+
+def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
+    """The card's content as a dict (the JSON file)."""
+    run = Path(run)
+    config, status = read_json(run / "config.json"), read_status(run)
+    model = config.get("model", {})
+    evaluations = _evaluations(run)
+    external = {k: v for k, v in evaluations.items() if k.startswith("external")}
+    limitations = [
+        "Trained on one source of images; scanners, hospitals, populations and disease prevalence elsewhere can lower "
+        "its accuracy without warning.",
+        "Not validated prospectively or against a clinical reference standard beyond the dataset's labels.",
+        "The threshold trades missed cases against false alarms for this dataset's prevalence; re-check it on local data.",
+        "Grad-CAM maps show where the model looked, not where disease is.",
+    ]
+    if not external:
+        limitations.insert(0, "No external validation: it was never scored on images from another site.")
+    if config.get("tta"):
+        limitations.append("The run averaged each image with its mirror image (test-time augmentation) when its threshold was "
+                           "chosen; this exported file scores the image alone.")
+    return {
+        "model": run.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "intended_use": INTENDED_USE,
+        "classes": status.get("classes"),
+        "head": model.get("head", "binary"),
+        "input": {"size": [int(model.get("image_size", 128))] * 2, "channels": int(model.get("channels", 1)),
+                  "colour": "grayscale" if int(model.get("channels", 1)) == 1 else "RGB",
+                  "values": "raw pixels 0-255 (float32); normalisation is inside the model",
+                  "normalisation": model.get("intensity") if model.get("name") in ("smallnet", "cifar_cnn", "mlp", "resnet18", "xraynet")
+                  else f"{model.get('name')} preprocess_input"},
+        "output": "P(" + str((status.get("classes") or ["", "positive"])[-1]) + ")" if model.get("head", "binary") == "binary"
+        else "one probability per class",
+        "architecture": {"name": model.get("name"), "weights": model.get("weights"), "alpha": model.get("alpha")},
+        "threshold": status.get("threshold", 0.5), "threshold_source": status.get("threshold_source", "default 0.5"),
+        "training": {"epochs": status.get("epoch"), "precision": status.get("precision"), "seed": config.get("seed"),
+                     "data": _training_data(run, config)},
+        "evaluations": evaluations,
+        "limitations": limitations,
+        "export": export,
+        "software": _versions(),
+    }
+
+
+def _ci(values: dict[str, Any], key: str) -> str:
+    point = values.get(key)
+    if point is None:
+        return "n/a"
+    ci = values.get(f"{key}_ci95")
+    return f"{point:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def to_markdown(card: dict[str, Any]) -> str:
+    data = card["training"]["data"]
+    lines = [f"# Model card: {card['model']}", "", f"**Intended use.** {card['intended_use']}", "",
+             "## Input and output", "",
+             f"- Input: {card['input']['size'][0]} x {card['input']['size'][1]} px, {card['input']['colour']}, "
+             f"{card['input']['values']} ({card['input']['normalisation']}).",
+             f"- Classes: {', '.join(card['classes'] or [])}; output {card['output']}.",
+             f"- Decision threshold: {card['threshold']:.3f} ({card['threshold_source']}).", "",
+             "## Training data", "", f"- Source: {data.get('source')}; split: {data.get('split', 'n/a')}."]
+    if "counts" in data:
+        lines += [f"- Patients on both sides of train/test: {data['patients_shared_train_test']}; train/validation: "
+                  f"{data['patients_shared_train_val']} (file names carrying patient ids; 0 = grouped by patient).", "",
+                  "| class | " + " | ".join(sorted({s for c in data["counts"].values() for s in c})) + " |",
+                  "| --- |" + " --- |" * len({s for c in data["counts"].values() for s in c})]
+        splits = sorted({s for c in data["counts"].values() for s in c})
+        lines += [f"| {label} | " + " | ".join(str(c.get(s, 0)) for s in splits) + " |" for label, c in data["counts"].items()]
+    elif "error" in data:
+        lines.append(f"- {data['error']}")
+    lines += ["", "## Evaluation (95% bootstrap intervals)", ""]
+    if card["evaluations"]:
+        lines += ["| images | n | accuracy | AUC | sensitivity | specificity |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, v in card["evaluations"].items():
+            sens = f"{v['sensitivity']:.3f}" if "sensitivity" in v else "n/a"
+            spec = f"{v['specificity']:.3f}" if "specificity" in v else "n/a"
+            lines.append(f"| {name} | {v.get('n')} | {_ci(v, 'accuracy')} | {_ci(v, 'auc')} | {sens} | {spec} |")
+    else:
+        lines.append("No stored evaluation: run Evaluate (or `python -m core evaluate`) before exporting.")
+    lines += ["", "## Limitations", ""] + [f"- {item}" for item in card["limitations"]]
+    export = card["export"]
+    lines += ["", "## This file", "",
+              f"- {export['file']} ({export['format']}{', ' + export['quantize'] if export.get('quantize') else ''}), "
+              f"{export['size_bytes'] / 1e6:.2f} MB.",
+              f"- Checked against the run's Keras model on {export['checked_images']} of its images: max abs difference "
+              f"{export['max_abs_diff']:.2e} (allowed {export['tolerance']:.0e}).",
+              f"- Trained for {card['training']['epochs']} epochs in {card['training']['precision']}; exported in float32 compute.",
+              "", "## Software", "", ", ".join(f"{k} {v}" for k, v in card["software"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_model_card(run: Path, out_dir: Path, export: dict[str, Any]) -> tuple[Path, Path]:
+    """model_card.json and model_card.md in out_dir, written atomically."""
+    card = model_card(run, export)
+    out_dir = Path(out_dir)
+    write_json(out_dir / "model_card.json", card)
+    write_text(out_dir / "model_card.md", to_markdown(card))
+    return out_dir / "model_card.md", out_dir / "model_card.json"
