@@ -207,3 +207,36 @@ def kappa_matrices_figure(observed, expected, weights, labels: list[str]) -> go.
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+EXTERNAL_COLORS = ("#C0392B", "#16A085", "#8E44AD", "#2C3E50")
+
+
+def generalisation_curves_figure(external: pd.DataFrame) -> go.Figure:
+    """Validation and each external set per epoch (external.csv): loss, AUC and accuracy at the run's threshold,
+    all computed the same way, so a widening gap between the lines is the generalisation gap."""
+    panels = [("loss", "loss (cross-entropy)"), ("auc", "AUC"), ("accuracy", "accuracy at the threshold")]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    names = list(dict.fromkeys(external["set"]))
+    for i, name in enumerate(names):
+        rows = external[external["set"] == name]
+        color = SPLIT_COLORS["val"] if name == "validation" else EXTERNAL_COLORS[(i - 1) % len(EXTERNAL_COLORS)]
+        for col, (key, _) in enumerate(panels, 1):
+            fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[key], mode="lines+markers", name=name, line_color=color,
+                                     line_dash="solid" if name == "validation" else "dash", legendgroup=name,
+                                     showlegend=col == 1), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def gap_figure(table: pd.DataFrame, metric: str = "accuracy") -> go.Figure:
+    """A metric with its 95% interval for the internal test split and each external set (generalisation.gap_table)."""
+    fig = go.Figure(go.Scatter(
+        x=table[metric], y=table["set"], mode="markers", marker=dict(size=11, color=SPLIT_COLORS["test"]),
+        error_x=dict(type="data", symmetric=False, array=table[f"{metric}_hi"] - table[metric],
+                     arrayminus=table[metric] - table[f"{metric}_lo"]),
+    ))
+    fig.update_layout(template=TEMPLATE, height=80 + 45 * len(table), margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title=f"{metric} (95% bootstrap interval)", yaxis_autorange="reversed")
+    return fig

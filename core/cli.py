@@ -53,6 +53,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
 
     args.epochs_given = args.epochs is not None
+    for source in args.external:  # a wrong folder fails here, not after the first epoch
+        from core.dataset_store import open_source
+
+        open_source(source)
     args.epochs = args.epochs or 10
     if args.run:  # the worker: run an existing run folder in this process, then hand the slot on
         state = run_job(Path(args.run))
@@ -62,7 +66,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         from core.recipes import create_recipe_run
 
         run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
-                                mixed_precision=args.precision, **({"epochs": args.epochs} if args.epochs_given else {}))
+                                mixed_precision=args.precision, external=tuple(args.external),
+                                **({"epochs": args.epochs} if args.epochs_given else {}))
         if args.background:
             return {"run": str(run), "state": jobs.start(run)}
         (run / ".claimed").touch()
@@ -71,7 +76,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
-                         fine_tune_layers=args.fine_tune_layers, seed=args.seed)
+                         fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external))
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -201,6 +206,19 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
     return result.to_dict()
 
 
+def _adapt(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from core.adapt import adapt_run
+    from core.runs import read_status
+
+    progress = None if args.json else (lambda message, fraction: print(f"{fraction:4.0%} {message}", file=sys.stderr))
+    child = adapt_run(Path(args.run_dir), args.images, progress=progress)
+    status = read_status(child)
+    return {"run": str(child), "parent": status["parent"], "threshold": status.get("threshold"),
+            "threshold_source": status.get("threshold_source"), "adaptation": status["adaptation"]}
+
+
 def _print_human(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
@@ -249,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", choices=("xray", "xray-imagenet"), default=None,
                        help="a named recipe (patient-grouped split, equalisation, tuned threshold); see core/recipes.py")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--external", action="append", default=[], metavar="DIR",
+                       help="an external set (e.g. another hospital's class folders) scored after every epoch, never learned "
+                            "from or used for any choice; repeatable")
     train.add_argument("--precision", choices=("auto", "on", "off"), default="auto",
                        help="mixed precision: auto (float16 on a tensor-core GPU, bfloat16 on a CPU with native bfloat16), on, off")
     train.add_argument("--run", default=None, help=argparse.SUPPRESS)  # the worker entry point
@@ -283,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=("float16", "int8"), default=None, help="TFLite only: float16 or int8 (dynamic range) weights")
     export.add_argument("--json", action="store_true")
     export.set_defaults(run_command=_export)
+    adapt = sub.add_parser("adapt", help="adapt a run to a new site from its unlabeled images (BatchNorm statistics, class prior)")
+    adapt.add_argument("run_dir", metavar="RUN")
+    adapt.add_argument("--images", required=True, metavar="FOLDER", help="the new site's images, any layout; labels are never read")
+    adapt.add_argument("--json", action="store_true")
+    adapt.set_defaults(run_command=_adapt)
     runs = sub.add_parser("runs", help="list training runs with their state")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--json", action="store_true")

@@ -89,6 +89,7 @@ def predict_table(
         threshold = float(read_status(run).get("threshold", 0.5))  # tuned on validation when the run has one
         out["predicted"] = np.where(scores[:, 0] >= threshold, classes[1], classes[0])
     elif head == "multiclass":
+        scores = prior_weighted(scores, read_status(run).get("prior_weights"))
         for i, c in enumerate(classes):
             out[f"p_{c}"] = scores[:, i]
         out["predicted"] = [classes[i] for i in scores.argmax(axis=1)]
@@ -97,6 +98,14 @@ def predict_table(
         out["predicted"] = [classes[i] for i in np.clip(np.round(scores[:, 0]), 0, len(classes) - 1).astype(int)]
     write_text(predictions_path(run, name), out.to_csv(index=False))
     return out
+
+
+def prior_weighted(probabilities: np.ndarray, weights: list[float] | None) -> np.ndarray:
+    """Multi-class probabilities moved to a site's class proportions (core.adapt: target / source prior), renormalised."""
+    if not weights:
+        return probabilities
+    out = np.asarray(probabilities, float) * np.asarray(weights, float)
+    return out / out.sum(axis=-1, keepdims=True)
 
 
 def save_threshold(run: Path, threshold: float, source: str) -> None:

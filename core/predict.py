@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import MedImageError
-from core.evaluate import load_run_models
+from core.evaluate import load_run_models, prior_weighted
 from core.image_reader import read_image
 from core.pipeline import PipelineConfig, prepare_pixels
 from core.runs import read_json, read_status
@@ -39,6 +39,7 @@ class Predictor:
     tta: bool = False
     name: str = "model"
     meta: dict = field(default_factory=dict)
+    prior_weights: list[float] | None = None  # an adapted multi-class run: the site's class proportions (core.adapt)
 
     @property
     def model(self) -> keras.Model:
@@ -52,7 +53,8 @@ class Predictor:
         """The model output for a prepared batch, averaged over fold models and the mirror image."""
         views = [batch, batch[:, :, ::-1, :]] if self.tta else [batch]
         outs = [np.asarray(m.predict_on_batch(v), float) for m in self.models for v in views]
-        return np.mean(outs, axis=0)
+        mean = np.mean(outs, axis=0)
+        return prior_weighted(mean, self.prior_weights) if self.head == "multiclass" else mean
 
     def label(self, score: np.ndarray) -> str:
         if self.head == "binary":
@@ -88,6 +90,7 @@ def from_run(run: Path) -> Predictor:
         threshold_source=status.get("threshold_source", "default 0.5"),
         tta=bool(config.get("tta", False)),
         name=run.name,
+        prior_weights=status.get("prior_weights"),
     )
 
 

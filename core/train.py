@@ -25,6 +25,7 @@ import pandas as pd
 from core.atomic import write_json, write_text
 from core.augment import AugmentConfig
 from core.dataset_store import open_source
+from core.external import monitor_for, predict_externals
 from core.models import SCRATCH, ModelConfig, build_model
 from core.pipeline import PipelineConfig, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
@@ -62,6 +63,7 @@ class TrainConfig:
     tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
     fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze the last layers for this many more
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
+    external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -74,6 +76,7 @@ class TrainConfig:
         values["model"] = ModelConfig.from_dict(values.get("model", {}))
         values["pipeline"] = PipelineConfig(**values.get("pipeline", {}))
         values["augment"] = AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None
+        values["external"] = tuple(values.get("external") or ())
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -340,6 +343,9 @@ def run_job(run: Path, verbose: int = 2) -> str:
             callbacks.append(Dwell(config.dwell_factor))
         if config.tensorboard and importlib.util.find_spec("tensorboard") is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
+        external = monitor_for(run, config, classes, val)
+        if external is not None:
+            callbacks.append(external)  # last, and it only writes external.csv: nothing above can read what it measures
         epoch = initial_epoch
         switch = config.epochs if config.fine_tune_epochs else None  # the epoch the second (fine-tuning) phase starts
         while epoch < recorder.epochs and not recorder.stopped_by_user:
@@ -369,6 +375,9 @@ def run_job(run: Path, verbose: int = 2) -> str:
 
             write_status(run, message="choosing the decision threshold on the validation split")
             tune_threshold(run, val)
+        if config.external and not recorder.stopped_by_user:
+            write_status(run, message="predicting the external sets with the best model")
+            predict_externals(run, config.external, classes)
         state = "stopped" if recorder.stopped_by_user else "completed"
         write_status(run, state=state, finished=now_iso(), heartbeat=now_iso(), heartbeat_ts=time.time(), eta_s=0, message="")
         return state

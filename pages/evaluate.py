@@ -1,7 +1,6 @@
 """Evaluate: predict a split (or an external folder) once, then every metric, plot and the report from that table."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from core import charts, metrics
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
+from core.external import external_name
 from core.glossary import GLOSSARY, help_text
 from core.gradcam import overlay
 from core.image_reader import read_image
@@ -55,7 +55,7 @@ if target == "external folder":
         st.info("Type the path of a folder of class folders to evaluate on data the model has never seen.")
         st.stop()
     source, split = external.strip(), "all"
-    name = "external-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(source).name).strip("-")[:40]
+    name = external_name(source)
 else:
     source, split = config["data"], "test" if target == "test split" else "val"
     name = split
@@ -153,7 +153,8 @@ if head == "binary":
                    help=help_text(term))
 
 summary = summary_for(run, threshold)
-tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Download", "Export"])
+tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Generalisation gap", "Download",
+               "Export", "Adapt to a site"])
 with tabs[0]:
     normalise = st.toggle("Row-normalised", key="eval_norm", help="Show each true class as shares that add up to 1.")
     st.caption(help_text("confusion matrix"))
@@ -250,6 +251,27 @@ with tabs[5]:
         numeric = [c for c in frame.columns if "CI" not in c]
         st.dataframe(frame.style.highlight_max(subset=numeric, color="#d4edda").format(precision=4), width="stretch")
 with tabs[6]:
+    from core.generalisation import gap_sentences, gap_table
+
+    @st.cache_data(show_spinner="Bootstrapping the intervals...", max_entries=16)
+    def cached_gap(run_path: str, stamp: tuple) -> object:
+        return gap_table(Path(run_path))
+
+    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in run.glob("predictions-*.csv")))
+    gap = cached_gap(str(run), stamp)
+    if gap.empty or gap.iloc[0]["set"] != "internal test split" or len(gap) < 2:
+        st.info("The gap needs this run's test-split predictions and at least one external set's: predict the test split, then "
+                "an external folder (Evaluate on: external folder), or train with external sets watched (Train page).")
+    else:
+        st.caption("The same model, at its saved threshold, on its own test split and on each external set (e.g. another "
+                   "hospital). Intervals are bootstrap 95%.")
+        cols = st.columns(2)
+        cols[0].plotly_chart(charts.gap_figure(gap, "accuracy"), width="stretch")
+        cols[1].plotly_chart(charts.gap_figure(gap, "auc"), width="stretch")
+        for sentence in gap_sentences(gap):
+            (st.warning if "do not overlap" in sentence else st.markdown)(sentence)
+        st.dataframe(gap.round(3), hide_index=True, width="stretch")
+with tabs[7]:
     dataset, _ = rows_to_predict()
     cols = st.columns(3)
     cols[0].download_button("Predictions (CSV)", predictions.to_csv(index=False), f"{primary}-predictions-{name}.csv", "text/csv")
@@ -259,7 +281,7 @@ with tabs[6]:
                             f"{primary}-report-{name}.html", "text/html")
     st.caption("The report opens offline in any browser; print it to PDF from there.")
 
-with tabs[7]:
+with tabs[8]:
     st.caption("A deployable copy of this run's model with its preprocessing inside, checked against the run on 32 of its "
                "images, and a model card (intended use, data, every stored evaluation with intervals, limitations) beside it.")
     cols = st.columns([1, 1, 3])
@@ -291,3 +313,28 @@ with tabs[7]:
                                key="exp_file")
         with st.expander("Model card"):
             st.markdown(card)
+
+with tabs[9]:
+    st.caption("Another hospital's scanner shifts the image statistics and its patients shift the class mix. Adaptation "
+               "makes a new run from this one using only the new site's images, without their labels: BatchNorm "
+               "statistics re-measured on the site, and the decision moved to the site's estimated class mix. The "
+               "adapted run appears in every run list (Evaluate, Predict, export); evaluate it on the site's labelled "
+               "images, if you have some, before trusting it.")
+    folder = st.text_input("Folder of the new site's images (any layout; labels are not read)", key="adapt_folder")
+    if st.button("Adapt", type="primary", key="adapt_go", disabled=not folder.strip()):
+        from core.adapt import adapt_run
+
+        bar = st.progress(0.0, text="Adapting...")
+        try:
+            child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message))
+            st.session_state["adapt_result"] = child.name
+        except MedImageError as exc:
+            st.error(str(exc))
+        finally:
+            bar.empty()
+    if st.session_state.get("adapt_result"):
+        child_status = read_status(run.parent / st.session_state["adapt_result"])
+        info = child_status.get("adaptation", {})
+        st.success(f"Created {st.session_state['adapt_result']} from {child_status.get('parent')}: {info.get('images')} images, "
+                   f"{info.get('batchnorm_layers')} BatchNorm layers re-measured, estimated class mix {info.get('site_prior')}. "
+                   "Choose it in the Run list above or on the Predict page.")

@@ -5,9 +5,10 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
-from core.charts import batch_curves_figure, runs_overlay_figure, training_curves_figure
+from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
+from core.external import EXTERNAL_FILE
 from core.glossary import help_text
 from core.models import BACKBONES, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config
@@ -73,14 +74,28 @@ with st.form("train_form"):
         help="Mixed precision computes in 16 bits and keeps the weights in float32: float16 on a GPU with tensor cores, "
              "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine does well.",
     )
+    external_text = st.text_area(
+        "External sets to watch (one folder per line, monitor only)", key="train_external", height=68,
+        help="Images from another hospital or scanner, in class folders: scored after every epoch and shown beside "
+             "validation, never learned from, and never used to pick the best epoch, stop early, change the learning rate "
+             "or choose the threshold.")
     submitted = st.form_submit_button("Start training", type="primary",
                                       help="Starts a background job: you can leave this page, it keeps training.")
+
+def external_sources(text: str) -> tuple[str, ...]:
+    """The external folders typed in the form, each opened once now so a wrong path is a message, not a failed job."""
+    sources = tuple(line.strip() for line in text.splitlines() if line.strip())
+    for source in sources:
+        if load_dataset(source) is None:  # the message is on the page
+            st.stop()
+    return sources
+
 
 if submitted and recipe:
     try:
         if recipe == "xray-imagenet":
             build_model(recipe_config(recipe, data).model)  # offline without weights: the message now, not a failed job
-        run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision)
+        run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision, external=external_sources(external_text))
         state = jobs.start(run)
         st.success(f"Started {run.name} ({recipe} recipe)" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
         st.session_state["train_selected"] = run.name
@@ -91,6 +106,7 @@ elif submitted:
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
         learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
+        external=external_sources(external_text),
     )
     model = config.model
     try:
@@ -152,6 +168,11 @@ def live_view(run: Path) -> None:
     metrics = read_metrics(run)
     if len(metrics):
         st.plotly_chart(training_curves_figure(metrics), width="stretch", key=f"curves-{run.name}")
+    external = read_metrics(run, EXTERNAL_FILE)
+    if len(external):
+        st.caption("Validation and the watched external sets, scored the same way after every epoch. The external sets "
+                   "are only watched: nothing in training reads them.")
+        st.plotly_chart(generalisation_curves_figure(external), width="stretch", key=f"external-{run.name}")
     batches = read_metrics(run, "batches.csv")
     if len(batches):
         st.plotly_chart(batch_curves_figure(batches), width="stretch", key=f"batches-{run.name}")

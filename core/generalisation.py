@@ -1,0 +1,57 @@
+"""The generalisation gap: the run's own test split against every external set it was scored on.
+
+From the stored predictions tables (predictions-test.csv, predictions-external-*.csv), at the run's
+saved threshold, with bootstrap 95% intervals; and a plain sentence per external set saying whether
+the drop is larger than the intervals (they do not overlap) or within them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from core.evaluate import load_predictions, summarize
+
+INTERNAL = "test"
+
+
+def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per set (internal test first): n, accuracy and AUC with intervals, sensitivity, specificity."""
+    run = Path(run)
+    names = [INTERNAL] + sorted(p.stem[len("predictions-"):] for p in run.glob("predictions-external-*.csv")
+                                if not p.stem.endswith(("-tta", "-notta")))
+    rows = []
+    for name in names:
+        predictions = load_predictions(run, name)
+        if predictions is None or predictions.empty:
+            continue
+        s = summarize(run, predictions, n_boot=n_boot)
+        if s["head"] != "binary":
+            continue
+        rows.append({"set": "internal test split" if name == INTERNAL else name, "n": s["n"],
+                     "accuracy": s["accuracy"], "accuracy_lo": s["accuracy_ci95"][0], "accuracy_hi": s["accuracy_ci95"][1],
+                     "auc": s["auc"], "auc_lo": s["auc_ci95"][0], "auc_hi": s["auc_ci95"][1],
+                     "sensitivity": s["sensitivity"], "specificity": s["specificity"]})
+    return pd.DataFrame(rows)
+
+
+def gap_sentences(table: pd.DataFrame) -> list[str]:
+    """Per external set and metric: the gap, and whether the intervals say it is more than chance."""
+    if table.empty or table.iloc[0]["set"] != "internal test split":
+        return []
+    internal = table.iloc[0]
+    out = []
+    for _, ext in table.iloc[1:].iterrows():
+        for metric, label in (("accuracy", "accuracy"), ("auc", "AUC")):
+            i, e = internal[metric], ext[metric]
+            text = (f"{ext['set']}: {label} {e:.3f} ({ext[f'{metric}_lo']:.3f}-{ext[f'{metric}_hi']:.3f}) against "
+                    f"{i:.3f} ({internal[f'{metric}_lo']:.3f}-{internal[f'{metric}_hi']:.3f}) on the internal test split")
+            if ext[f"{metric}_hi"] < internal[f"{metric}_lo"]:
+                out.append(f"{text}: the intervals do not overlap, so the model is worse on these images than on its own "
+                           f"test split by more than chance explains (gap {i - e:.3f}).")
+            elif ext[f"{metric}_lo"] > internal[f"{metric}_hi"]:
+                out.append(f"{text}: better on these images, beyond the intervals.")
+            else:
+                out.append(f"{text}: the difference is within the intervals, so these images give no evidence of a gap.")
+    return out

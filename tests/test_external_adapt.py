@@ -1,0 +1,212 @@
+"""Issue 13: external sets watched during training, the generalisation gap, and adaptation to a new site
+from its unlabeled images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shifted_site(root: Path) -> tuple[Path, Path]:
+    """The demo's validation and test images as another scanner would give them (blur, gamma, low contrast, offset,
+    noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets)."""
+    from core.dataset import open_dataset
+
+    table = open_dataset("demo").table
+    rng = np.random.default_rng(0)
+    for _, row in table[table["split"].isin(["val", "test"])].iterrows():
+        img = cv2.GaussianBlur(np.asarray(Image.open(row["path"]).convert("L"), np.float32), (5, 5), 1.2)
+        img = np.clip(255 * (img / 255) ** 1.8 * 0.6 + 70 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        for folder in (root / "labelled" / row["label"], root / "flat"):
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / Path(row["path"]).name)
+    return root / "labelled", root / "flat"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _shifted_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="module")
+def watched_run(tmp_path_factory: pytest.TempPathFactory, site: tuple[Path, Path]) -> Path:
+    """xraynet on the demo set, watching the shifted site, trained from the CLI like a user would."""
+    import os
+
+    runs = tmp_path_factory.mktemp("runs")
+    out = subprocess.run([sys.executable, "-m", "core", "train", "--data", "demo", "--model", "xraynet", "--image-size", "96",
+                          "--epochs", "8", "--external", str(site[0]), "--runs-dir", str(runs), "--json"],
+                         cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["state"] == "completed", result
+    return Path(result["run"])
+
+
+@pytest.mark.slow
+def test_external_set_is_scored_every_epoch_and_steers_nothing(watched_run: Path, site: tuple[Path, Path]) -> None:
+    from core.external import EXTERNAL_FILE, external_name
+    from core.runs import read_json, read_metrics, read_status
+
+    name = external_name(str(site[0]))
+    external = read_metrics(watched_run, EXTERNAL_FILE)
+    epochs = len(read_metrics(watched_run))
+    assert set(external["set"]) == {"validation", name}
+    assert sorted(external[external["set"] == name]["epoch"]) == list(range(1, epochs + 1))
+    assert {"loss", "auc", "accuracy", "sensitivity", "specificity", "threshold"} <= set(external.columns)
+    # what training decided from stays free of it: Keras' logs (metrics.csv), the checkpoint monitor, the threshold
+    assert not [c for c in read_metrics(watched_run).columns if "external" in c or name in c]
+    status = read_status(watched_run)
+    assert status["best_metric"] == "val_loss" and status.get("threshold_source", "default 0.5") != name
+    assert read_json(watched_run / "config.json")["external"] == [str(site[0])]
+    stored = pd.read_csv(watched_run / f"predictions-{name}.csv")  # the final model's predictions, for the gap panel
+    assert len(stored) == 88
+
+
+def test_monitor_never_touches_keras_logs(tmp_path: Path) -> None:
+    """By construction: the monitor's epoch hook gets the logs every other callback reads, and leaves them as they were."""
+    import keras
+
+    from core.dataset import open_dataset
+    from core.external import ExternalMonitor
+    from core.pipeline import PipelineConfig
+
+    table = open_dataset("demo").table.head(12)
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1, activation="sigmoid")])
+    (tmp_path / "status.json").write_text("{}")
+    monitor = ExternalMonitor(tmp_path, {"validation": table, "external-x": table}, ["NORMAL", "PNEUMONIA"],
+                              PipelineConfig(image_size=16))
+    monitor.set_model(model)
+    logs = {"loss": 0.5, "val_loss": 0.4, "val_auc": 0.9}
+    before = dict(logs)
+    monitor.on_epoch_end(0, logs)
+    assert logs == before
+    written = pd.read_csv(tmp_path / "external.csv")
+    assert list(written["set"]) == ["validation", "external-x"] and (written["n"] == 12).all()
+
+
+def test_gap_sentences_say_when_the_gap_is_beyond_the_intervals(tmp_path: Path) -> None:
+    from core.generalisation import gap_sentences, gap_table
+    from core.runs import create_run, write_status
+
+    run = create_run({"model": {"head": "binary"}, "data": "demo"}, tmp_path)
+    write_status(run, classes=["NORMAL", "PNEUMONIA"], threshold=0.5)
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 100)
+    good = np.clip(y * 0.8 + rng.normal(0.1, 0.05, len(y)), 0, 1)
+    noisy = np.clip(y * 0.2 + rng.uniform(0, 0.8, len(y)), 0, 1)
+    labels = np.where(y == 1, "PNEUMONIA", "NORMAL")
+    for name, p in (("test", good), ("external-other-hospital", noisy), ("external-twin", good)):
+        pd.DataFrame({"path": [f"{i}.png" for i in range(len(y))], "label": labels, "p_PNEUMONIA": p}).to_csv(
+            run / f"predictions-{name}.csv", index=False)
+    table = gap_table(run, n_boot=200)
+    assert list(table["set"]) == ["internal test split", "external-other-hospital", "external-twin"]
+    sentences = gap_sentences(table)
+    assert any(s.startswith("external-other-hospital: accuracy") and "do not overlap" in s for s in sentences)
+    assert any(s.startswith("external-twin: accuracy") and "within the intervals" in s for s in sentences)
+
+
+def test_em_recovers_a_shifted_class_mix() -> None:
+    from core.adapt import bayes_threshold, em_prior
+
+    rng = np.random.default_rng(0)
+    # calibrated posteriors under a 50/50 source: scores from two overlapping Gaussians of the logit
+    n1, n0 = 800, 200  # the site: 80% positive
+    logits = np.concatenate([rng.normal(1.5, 1, n1), rng.normal(-1.5, 1, n0)])
+    lr = np.exp(2 * 1.5 * logits / 1.0)  # likelihood ratio of the two Gaussians (variance 1), = posterior odds at 50/50
+    p = lr / (1 + lr)
+    prior = em_prior(np.column_stack([1 - p, p]), np.array([0.5, 0.5]))
+    assert abs(prior[1] - 0.8) < 0.03
+    assert bayes_threshold(np.array([0.5, 0.5]), np.array([0.2, 0.8])) == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watched_run: Path, site: tuple[Path, Path],
+                                                                             tmp_path: Path) -> None:
+    import keras
+
+    from core.adapt import adapt_run
+    from core.dataset import open_dataset
+    from core.evaluate import binary_summary, predict_table
+    from core.runs import list_runs, read_json, read_status
+
+    labelled, flat = site
+    out = subprocess.run([sys.executable, "-m", "core", "adapt", str(watched_run), "--images", str(flat), "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    child = Path(json.loads(out.stdout)["run"])
+    status = read_status(child)
+    assert status["parent"] == watched_run.name and read_json(child / "config.json")["adapted_from"] == watched_run.name
+    assert status["adaptation"]["labels_used"] is False and status["adaptation"]["images"] == 88
+    assert status["state"] == "completed" and child.name in list_runs(child.parent)["run"].tolist()
+    assert not list(child.glob(".*.keras"))  # written atomically: no temporary model left
+
+    table = open_dataset(str(labelled)).table
+    scores = {}
+    for run in (watched_run, child):
+        predictions = predict_table(run, table, "site-check")
+        scores[run] = binary_summary(predictions, status["classes"], float(read_status(run).get("threshold", 0.5)), n_boot=10)
+    before, after = scores[watched_run], scores[child]
+    assert after["accuracy"] >= before["accuracy"] + 0.1, (before["accuracy"], after["accuracy"])
+    assert after["auc"] >= before["auc"] - 0.01
+
+    # the same images in class folders give the same adapted model: folder names (labels) are never read
+    twin = adapt_run(watched_run, labelled, runs_dir=tmp_path)
+    ours = keras.saving.load_model(child / "best.keras", compile=False).get_weights()
+    theirs = keras.saving.load_model(twin / "best.keras", compile=False).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert read_status(twin)["threshold"] == status["threshold"]
+
+
+def test_adaptation_refuses_bad_input(tmp_path: Path) -> None:
+    from core.adapt import adapt_run, site_images
+    from core.errors import MedImageError
+
+    with pytest.raises(MedImageError, match="not a folder"):
+        site_images(tmp_path / "nope")
+    (tmp_path / "few").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "few" / "a.png")
+    with pytest.raises(MedImageError, match="at least 16"):
+        site_images(tmp_path / "few")
+    with pytest.raises(MedImageError, match="not a run folder"):
+        adapt_run(tmp_path, tmp_path / "few")
+
+
+@pytest.mark.slow
+def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train shows validation and external curves; Evaluate shows the gap panel and adapts from the page; the adapted
+    run is selectable on Predict."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(watched_run.parent))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    at.selectbox(key="train_run").set_value(watched_run.name).run()
+    assert any("watched external sets" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 2  # training curves and validation-vs-external curves
+
+    at.switch_page("pages/evaluate.py").run()
+    at.selectbox(key="eval_run").set_value(watched_run.name).run()
+    at.button[0].click().run()  # Predict the test split: the gap needs it
+    assert not at.exception
+    assert any("internal test split" in (m.value if hasattr(m, "value") else "") for m in [*at.markdown, *at.warning])
+    at.text_input(key="adapt_folder").input(str(site[1])).run()
+    at.button(key="adapt_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    child = at.session_state["adapt_result"]
+    assert any(child in s.value for s in at.success)
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception
+    assert child in at.selectbox(key="pred_run").options
