@@ -1,11 +1,12 @@
 """The default X-ray recipe end to end, and its ablation (issue 7).
 
 Usage:
-  python bench/recipe_bench.py [--data DIR] [--recipe xray] [--seed 0] [--test-dir DIR]
+  python bench/recipe_bench.py [--data DIR] [--recipe xray|xray-imagenet] [--seed 0] [--test-dir DIR]
       trains the recipe on DIR (default ../shared/data/chest_xray/train) with its patient-grouped
       split, leaves a normal run folder in models/ (the dashboard opens it), prints validation
-      figures, training minutes and peak memory, and with --test-dir (a folder of class folders,
-      e.g. chest_xray/test) evaluates the final model there at the threshold saved with the run.
+      figures, training minutes and peak memory, and evaluates the final model on --test-dir (a folder
+      of class folders; default chest_xray/external-dev when present) at the threshold saved with the
+      run, with the gap to validation. bench/generalisation_bench.py does this over seeds, with adapt.
   python bench/recipe_bench.py --ablation [--size 96] [--epochs 6] [--seeds 0 1] [--variants WORD ...]
       trains the recipe and variants that each drop one choice, at a reduced size, and prints a
       table of validation AUC / accuracy on the grouped validation split and on a "shifted"
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray" / "train"
+EXTERNAL_DEV = DEFAULT.parent / "external-dev"  # another hospital: measured here, never read by a recipe
 
 
 def peak_mb() -> float:
@@ -155,7 +157,8 @@ def main() -> int:
     parser.add_argument("--recipe", default="xray", choices=("xray", "xray-imagenet"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--test-dir", default=None, help="a folder of class folders from another source")
+    parser.add_argument("--test-dir", default=str(EXTERNAL_DEV) if EXTERNAL_DEV.is_dir() else None,
+                        help="a folder of class folders from another source (default: ../shared/data/chest_xray/external-dev)")
     parser.add_argument("--runs-dir", default=None, help="default: the dashboard's models/ folder")
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--size", type=int, default=96, help="ablation image size")
@@ -199,6 +202,9 @@ def main() -> int:
         print("\nexternal test set", args.test_dir)
         for key in ("n", "accuracy", "auc", "sensitivity", "specificity", "f1", "accuracy_ci95", "auc_ci95", "confusion_matrix"):
             print(f"  {key}: {report[key]}")
+        internal = binary_summary(val, status["classes"], threshold, n_boot=200)
+        print(f"  gap (validation - external): accuracy {internal['accuracy'] - report['accuracy']:.3f}, "
+              f"AUC {internal['auc'] - report['auc']:.3f}")
     print(f"peak memory: {peak_mb():.0f} MB")
     return 0
 

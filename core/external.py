@@ -28,7 +28,8 @@ VALIDATION = "validation"
 
 def external_name(source: str) -> str:
     """The short name of an external source, as in predictions-<name>.csv: 'external-<folder>'."""
-    return "external-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(str(source).rstrip("/")).name).strip("-")[:40]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(source).rstrip("/")).name).strip("-")[:40]
+    return slug if slug.lower().startswith("external-") else f"external-{slug}"
 
 
 def load_external(source: str, classes: list[str]) -> pd.DataFrame:

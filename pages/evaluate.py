@@ -321,13 +321,16 @@ with tabs[9]:
                "adapted run appears in every run list (Evaluate, Predict, export); evaluate it on the site's labelled "
                "images, if you have some, before trusting it.")
     folder = st.text_input("Folder of the new site's images (any layout; labels are not read)", key="adapt_folder")
-    if st.button("Adapt", type="primary", key="adapt_go", disabled=not folder.strip()):
+    if st.button("Adapt", type="primary", key="adapt_go") and not folder.strip():
+        st.warning("Type the folder of the new site's images first.")
+    elif st.session_state.get("adapt_go") and folder.strip():
         from core.adapt import adapt_run
 
         bar = st.progress(0.0, text="Adapting...")
         try:
             child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message))
             st.session_state["adapt_result"] = child.name
+            st.toast(f"Adapted run {child.name} created", icon=":material/check_circle:")
         except MedImageError as exc:
             st.error(str(exc))
         finally:

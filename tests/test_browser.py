@@ -221,3 +221,49 @@ def test_presenters_tour_in_chromium(server_url: str, page) -> None:
     page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
     assert page.get_by_text(run_name).first.is_visible()
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+@pytest.mark.slow
+def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, tmp_path: Path) -> None:
+    """A recipe run started from the Train page watching another 'hospital' (the demo's images, shifted) shows validation
+    and external curves while it runs; Evaluate shows the gap panel and adapts the run to that site from its unlabeled
+    images; the adapted run is selectable on Predict."""
+    from tests.test_external_adapt import _shifted_site
+
+    labelled, flat = _shifted_site(tmp_path)
+    page.goto(f"{server_url}/train")
+    page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
+    page.get_by_role("spinbutton", name="Epochs").fill("4")
+    page.get_by_role("textbox", name=re.compile("External sets to watch")).fill(str(labelled))
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"running · epoch [1-4]/4")).first.wait_for(timeout=120_000)
+    page.get_by_text("Validation and the watched external sets").first.wait_for(timeout=120_000)
+    assert page.locator(".js-plotly-plot").count() >= 2
+    page.get_by_text(re.compile(r"completed · epoch \d/4")).first.wait_for(timeout=240_000)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "train_external.png"), full_page=True)
+
+    page.goto(f"{server_url}/evaluate")
+    page.get_by_role("button", name="Predict", exact=True).click(timeout=120_000)
+    page.get_by_text("Sensitivity").first.wait_for(timeout=120_000)
+    page.get_by_role("tab", name="Generalisation gap").click()
+    page.get_by_text(re.compile(r"external-labelled: accuracy .* on the internal test split")).first.wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "evaluate_gap.png"), full_page=True)
+    page.get_by_role("tab", name="Adapt to a site").click()
+    page.get_by_role("textbox", name=re.compile("Folder of the new site's images")).fill(str(flat))
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Adapt", exact=True).click(timeout=60_000)
+    page.get_by_text(re.compile(r"Adapted run \S+ created")).first.wait_for(timeout=240_000)
+    page.get_by_role("tab", name="Adapt to a site").click()  # the rerun may show the first tab again
+    created = page.get_by_text(re.compile(r"Created \S+ from \S+: 88 images")).first
+    created.wait_for(timeout=60_000)
+    child = re.search(r"Created (\S+) from", created.inner_text()).group(1)
+    assert page.locator("[data-testid='stException']").count() == 0
+
+    sidebar_link(page, "Predict").click()
+    page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
+    box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text("Run", exact=True)).first
+    box.click()
+    page.get_by_role("option", name=child).wait_for(timeout=30_000)  # the adapted run is offered
+    page.keyboard.press("Escape")
+    assert page.locator("[data-testid='stException']").count() == 0

@@ -1,0 +1,88 @@
+"""Recipes judged on another hospital (issue 13): trained on chest_xray/train only, scored on external-dev.
+
+For each variant and seed: train the recipe (patient-grouped split; external-dev watched every epoch,
+monitor only: nothing in the recipe reads it), then report at the run's own saved threshold the
+patient-grouped validation and external-dev accuracy and AUC (bootstrap 95% intervals), the gap, and
+the same after `adapt` on external-dev's images (no labels). Every variant run is printed, so the
+number of looks at external-dev is visible; the README lists them all.
+
+    python bench/generalisation_bench.py [--variants xray-imagenet xray] [--seeds 0 1] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+TRAIN, EXTERNAL = SHARED / "chest_xray" / "train", SHARED / "chest_xray" / "external-dev"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["xray-imagenet"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--runs-dir", default=None)
+    args = parser.parse_args()
+    if not (TRAIN.is_dir() and EXTERNAL.is_dir()):
+        sys.exit(f"needs {TRAIN} and {EXTERNAL}")
+    os.environ.setdefault("MEDIMAGE_WEIGHTS_DIR", str(SHARED / "imagenet-weights"))
+    from core.adapt import adapt_run
+    from core.dataset import open_dataset
+    from core.evaluate import binary_summary, load_predictions, predict_table
+    from core.external import external_name
+    from core.recipes import create_recipe_run
+    from core.runs import read_status
+    from core.train import run_job
+
+    runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="generalisation-"))
+    external = open_dataset(str(EXTERNAL)).table
+    rows = []
+    for variant in args.variants:
+        for seed in args.seeds:
+            overrides = {"epochs": args.epochs} if args.epochs else {}
+            run = create_recipe_run(variant, str(TRAIN), seed=seed, runs_dir=runs_dir, external=(str(EXTERNAL),), tensorboard=False,
+                                    **overrides)
+            started = time.perf_counter()
+            state = run_job(run, verbose=0)
+            minutes = (time.perf_counter() - started) / 60
+            status = read_status(run)
+            if state != "completed":
+                print(json.dumps({"variant": variant, "seed": seed, "state": state, "message": status.get("message")}), flush=True)
+                continue
+            classes, threshold = status["classes"], float(status.get("threshold", 0.5))
+            val = binary_summary(load_predictions(run, "val"), classes, threshold, n_boot=1000)
+            ext = binary_summary(load_predictions(run, external_name(str(EXTERNAL))), classes, threshold, n_boot=1000)
+            child = adapt_run(run, EXTERNAL)
+            child_status = read_status(child)
+            adapted = binary_summary(predict_table(child, external, "external-dev-adapted"), classes,
+                                     float(child_status["threshold"]), n_boot=1000)
+            row = {"variant": variant, "seed": seed, "minutes": round(minutes, 1), "threshold": round(threshold, 3),
+                   "val_acc": val["accuracy"], "val_auc": val["auc"], "ext_acc": ext["accuracy"], "ext_acc_ci": ext["accuracy_ci95"],
+                   "ext_auc": ext["auc"], "ext_auc_ci": ext["auc_ci95"], "ext_sens": ext["sensitivity"], "ext_spec": ext["specificity"],
+                   "adapted_threshold": round(float(child_status["threshold"]), 3), "adapted_acc": adapted["accuracy"],
+                   "adapted_acc_ci": adapted["accuracy_ci95"], "adapted_auc": adapted["auc"],
+                   "site_prior": child_status["adaptation"]["site_prior"], "run": str(run), "adapted_run": str(child)}
+            rows.append(row)
+            print(json.dumps(row, default=float), flush=True)
+    print("\n| variant | seed | min | threshold | val acc / AUC | external-dev acc (95% CI) | AUC (95% CI) | sens / spec | gap (acc) "
+          "| adapted acc (95% CI) / AUC |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['variant']} | {r['seed']} | {r['minutes']} | {r['threshold']} | {r['val_acc']:.3f} / {r['val_auc']:.3f} | "
+              f"{r['ext_acc']:.3f} ({r['ext_acc_ci'][0]:.3f}-{r['ext_acc_ci'][1]:.3f}) | "
+              f"{r['ext_auc']:.3f} ({r['ext_auc_ci'][0]:.3f}-{r['ext_auc_ci'][1]:.3f}) | {r['ext_sens']:.2f} / {r['ext_spec']:.2f} | "
+              f"{r['val_acc'] - r['ext_acc']:.3f} | {r['adapted_acc']:.3f} ({r['adapted_acc_ci'][0]:.3f}-{r['adapted_acc_ci'][1]:.3f}) "
+              f"/ {r['adapted_auc']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
