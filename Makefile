@@ -14,9 +14,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+# The team's shared ImageNet weights, when the shared folder sits beside the checkout (README: Pretrained weights)
+SHARED_WEIGHTS := $(abspath $(wildcard ../shared/data/imagenet-weights))
+
 run: $(STAMP)
 	$(BIN)/python -m core scan demo > /dev/null
-	$(BIN)/streamlit run app.py
+	MEDIMAGE_WEIGHTS_DIR="$${MEDIMAGE_WEIGHTS_DIR:-$(SHARED_WEIGHTS)}" $(BIN)/streamlit run app.py
 
 browser:
 	@scripts/ensure_chromium.sh

@@ -48,6 +48,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
+    from core.errors import MedImageError
     from core.export import check_images, export_run, float32_model
 
     work = Path(tempfile.mkdtemp(prefix="export-bench-"))
@@ -56,10 +57,15 @@ def main() -> None:
     model = float32_model(run)
     rows = [("Keras model.predict(x[None]) per image (naive)", None, lambda: model.predict(image, verbose=0))]
     rows.append(("Keras model(x) (direct call)", None, lambda: model(image, training=False)))
+    refused: list[str] = []
     for fmt, quantize in (("keras", None), ("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "int8")):
-        result = export_run(run, work / f"{fmt}-{quantize or 'float32'}", fmt, quantize)
-        path = Path(result.path)
         label = f"{fmt}{' ' + quantize if quantize else ''}"
+        try:
+            result = export_run(run, work / f"{fmt}-{quantize or 'float32'}", fmt, quantize)
+        except MedImageError as exc:  # the export's own check refused it: report, do not time
+            refused.append(f"{label}: {exc}")
+            continue
+        path = Path(result.path)
         if fmt == "keras":
             loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
             fn = lambda m=loaded: m(image, training=False)  # noqa: E731
@@ -84,6 +90,8 @@ def main() -> None:
         p50, p95 = timed(fn, args.calls)
         base = base or p50
         print(f"| {label} | {'' if size is None else f'{size / 1e6:.2f} MB'} | {p50:.2f} | {p95:.2f} | {base / p50:.1f}x |")
+    for line in refused:
+        print(f"refused by the export check: {line}")
 
 
 if __name__ == "__main__":

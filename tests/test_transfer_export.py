@@ -256,3 +256,22 @@ def test_transfer_run_on_chest_xray_from_the_train_page(monkeypatch: pytest.Monk
     assert status["weights"].startswith("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
     at.run()
     assert any("Backbone weights: mobilenet_v2" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_export_from_the_evaluate_page(demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(demo_run.parent))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("pages/evaluate.py").run()
+    at.selectbox(key="eval_run").set_value(demo_run.name).run()
+    assert not at.exception
+    at.selectbox(key="exp_format").set_value("tflite").run()
+    at.selectbox(key="exp_quantize").set_value("float16").run()
+    at.text_input(key="exp_out").input(str(tmp_path / "page-export")).run()
+    at.button(key="exp_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("model-float16.tflite" in s.value and "max difference" in s.value for s in at.success)
+    assert (tmp_path / "page-export" / "model-float16.tflite").exists() and (tmp_path / "page-export" / "model_card.md").exists()
