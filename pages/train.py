@@ -98,7 +98,7 @@ if submitted and recipe:
         run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision, external=external_sources(external_text))
         state = jobs.start(run)
         st.success(f"Started {run.name} ({recipe} recipe)" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
-        st.session_state["train_selected"] = run.name
+        st.session_state["train_run"] = run.name  # show the new run, not the one viewed before
     except MedImageError as exc:
         st.error(str(exc))
 elif submitted:
@@ -122,7 +122,7 @@ elif submitted:
         for run in started:
             state = jobs.start(run)
             st.success(f"Started {run.name}" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
-        st.session_state["train_selected"] = started[0].name
+        st.session_state["train_run"] = started[0].name
     except MedImageError as exc:  # offline weights, bad dataset, ... : the message says what to do
         st.error(str(exc))
     if model_name in BACKBONES and weights == "none":
@@ -144,8 +144,9 @@ if runs.empty:
     st.stop()
 
 names = runs["run"].tolist()
-default = names.index(st.session_state["train_selected"]) if st.session_state.get("train_selected") in names else 0
-selected = st.selectbox("Run", names, index=default, key="train_run", help="The run whose progress and curves are shown below.")
+if st.session_state.get("train_run") not in names:  # first visit, or the selected run was deleted: the newest
+    st.session_state["train_run"] = names[0]
+selected = st.selectbox("Run", names, key="train_run", help="The run whose progress and curves are shown below.")
 run = Path(runs.set_index("run").loc[selected, "path"])
 
 
@@ -208,7 +209,7 @@ def controls(run: Path, state: str) -> None:
                       help="Delete the run folder: its model, curves and predictions."):
         try:
             delete_run(run)
-            st.session_state.pop("train_selected", None)
+            st.session_state.pop("train_run", None)
             st.rerun(scope="app")
         except MedImageError as exc:
             st.error(str(exc))

@@ -57,7 +57,7 @@ def test_local_weights_file_and_offline_messages(tmp_path: Path, monkeypatch: py
     base.save_weights(path)
     model = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, weights=str(path)))
     np.testing.assert_allclose(model.get_layer("mobilenetv2_1.00_96").layers[1].get_weights()[0], first)
-    with pytest.raises(WeightsUnavailable, match=BACKBONES["mobilenetv2"].weights_file):
+    with pytest.raises(WeightsUnavailable, match=BACKBONES["mobilenetv2"].file_for(1.0, 96)):
         build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, weights=str(tmp_path / "missing.h5")))
 
     def offline(*args, **kwargs):

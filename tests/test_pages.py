@@ -200,7 +200,7 @@ def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.slow
-def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import json
     import time
 
@@ -225,10 +225,14 @@ def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch) -> N
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure")
 
-    monkeypatch.setattr(keras.applications, "EfficientNetB0", offline)
+    from core import weights
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)  # no download, and no file in the weights folders
+    monkeypatch.setattr(weights, "KERAS_MODELS", tmp_path / "empty")
+    monkeypatch.setenv("MEDIMAGE_WEIGHTS_DIR", str(tmp_path / "empty"))
     at.selectbox(key="train_recipe").set_value("X-ray recipe, ImageNet backbone (needs weights)").run()
     at.button[0].click().run()
-    assert not at.exception and any("efficientnetb0_notop.h5" in e.value for e in at.error)
+    assert not at.exception and any("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in e.value for e in at.error)
 
 
 @pytest.mark.slow
