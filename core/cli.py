@@ -122,25 +122,39 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return {"run": str(run), "split": name, "tta": bool(args.tta or config.get("tta")), **summarize(run, predictions)}
 
 
+def _read_each(files: list[str], results: list[dict[str, Any]]):
+    """(file, pixels) for each readable file; an unreadable one becomes an error row in results."""
+    for file in files:
+        try:
+            yield file, read_image(file).pixels
+        except MedImageError as exc:
+            results.append({"file": file, "error": str(exc)})
+
+
+def _write_cam(folder: str, file: str, pixels, heatmap) -> str:
+    """The Grad-CAM overlay of one file as <folder>/<name>-gradcam.png; returns its path."""
+    from pathlib import Path
+
+    from core.gradcam import overlay
+    from core.image_reader import encode_png
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{Path(file).stem}-gradcam.png"
+    out.write_bytes(encode_png(overlay(pixels, heatmap)))
+    return str(out)
+
+
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
-    from core.gradcam import GradCam, overlay
-    from core.image_reader import encode_png, read_image
+    from core.gradcam import GradCam
     from core.predict import from_model, from_run, load_model_file
 
     target = Path(args.model)
     predictor = from_run(target) if target.is_dir() else from_model(load_model_file(target, target.name), name=target.name)
     results = []
     explainer = None
-    if args.cam:
-        Path(args.cam).mkdir(parents=True, exist_ok=True)
-    for file in args.files:
-        try:
-            pixels = read_image(file).pixels
-        except MedImageError as exc:
-            results.append({"file": file, "error": str(exc)})
-            continue
+    for file, pixels in _read_each(args.files, results):
         batch = predictor.prepare(pixels)[None]
         score = predictor.scores(batch)[0]
         label = predictor.label(score)
@@ -149,10 +163,7 @@ def _predict(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 explainer = explainer or GradCam(predictor.model)
                 index = predictor.classes.index(label) if predictor.head != "ordinal" else 0
-                heat = explainer.explain(batch, index).heatmaps[0]
-                out = Path(args.cam) / f"{Path(file).stem}-gradcam.png"
-                out.write_bytes(encode_png(overlay(pixels, heat)))
-                row["cam"] = str(out)
+                row["cam"] = _write_cam(args.cam, file, pixels, explainer.explain(batch, index).heatmaps[0])
             except ValueError as exc:
                 row["cam_error"] = str(exc)
         results.append(row)
@@ -163,10 +174,8 @@ def _predict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _imagenet(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
 
     from core import imagenet
-    from core.image_reader import encode_png, read_image
 
     try:
         name = imagenet.resolve(args.model)
@@ -175,21 +184,11 @@ def _imagenet(args: argparse.Namespace) -> dict[str, Any]:
     source = imagenet.weights_source(name, args.weights)
     model = imagenet.load_classifier(name, args.weights)
     results = []
-    for file in args.files:
-        try:
-            pixels = read_image(file).pixels
-        except MedImageError as exc:
-            results.append({"file": file, "error": str(exc)})
-            continue
+    for file, pixels in _read_each(args.files, results):
         top = imagenet.top_k(model, name, pixels, args.top)
         row = {"file": file, "top": top.to_dict(orient="records")}
         if args.cam:
-            from core.gradcam import overlay
-
-            Path(args.cam).mkdir(parents=True, exist_ok=True)
-            out = Path(args.cam) / f"{Path(file).stem}-gradcam.png"
-            out.write_bytes(encode_png(overlay(pixels, imagenet.explain(model, name, pixels, int(top.iloc[0]["index"])))))
-            row["cam"] = str(out)
+            row["cam"] = _write_cam(args.cam, file, pixels, imagenet.explain(model, name, pixels, int(top.iloc[0]["index"])))
         results.append(row)
     return {"model": name, "weights": source.label if source else "downloaded by Keras", "results": results}
 
