@@ -8,7 +8,7 @@ Two steps, neither of which reads a label or trains a weight:
    training mix, it moves to the site's mix: multi-class argmax (per-class weights on the
    probabilities, applied by Evaluate and Predict) and an untuned binary 0.5. A binary threshold the
    run tuned by Youden's J or a target sensitivity stays: those criteria do not depend on the class
-   mix (and on external-dev, moving such a threshold by the EM estimate cost 5-20 points of accuracy:
+   mix (and on another hospital's images, moving such a threshold by the EM estimate cost 5-20 points of accuracy:
    EM over-estimates the disease share when the new site's healthy images score high).
 
 The result is a new run folder that records its parent (config `adapted_from`, status `parent`):
@@ -84,7 +84,7 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def learned_norms(model: keras.Model, config) -> list[keras.layers.Layer]:
     """The BatchNormalization layers whose statistics were learned on the training images: all of a scratch model's,
     and a backbone's only when it trained in full. A frozen ImageNet backbone keeps ImageNet statistics, which its
-    head learned to read; moving them measured worse on external-dev (two MobileNetV2 runs: accuracy 0.881 -> 0.868
+    head learned to read; moving them measured worse on another hospital's images (two MobileNetV2 runs: accuracy 0.881 -> 0.868
     and 0.893 -> 0.871 at the run's threshold), so they stay."""
     from core.models import backbone_of
 
