@@ -18,15 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shifted_site(root: Path) -> tuple[Path, Path]:
-    """The demo's validation and test images as another scanner would give them (blur, gamma, low contrast, offset,
-    noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets)."""
+    """The demo's validation and test images as another scanner would give them (slight blur, half the contrast, a
+    bright offset, noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets). A
+    milder shift (gamma 1.8, contrast 0.6) left some trained models at 0.92 unadapted and others at 0.51: too
+    seed-dependent for a test; this one measured 0.52-0.67 before adaptation and 0.86-0.92 after."""
     from core.dataset import open_dataset
 
     table = open_dataset("demo").table
     rng = np.random.default_rng(0)
     for _, row in table[table["split"].isin(["val", "test"])].iterrows():
-        img = cv2.GaussianBlur(np.asarray(Image.open(row["path"]).convert("L"), np.float32), (5, 5), 1.2)
-        img = np.clip(255 * (img / 255) ** 1.8 * 0.6 + 70 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        img = cv2.GaussianBlur(np.asarray(Image.open(row["path"]).convert("L"), np.float32), (3, 3), 0.8)
+        img = np.clip(img * 0.45 + 110 + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
         for folder in (root / "labelled" / row["label"], root / "flat"):
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / Path(row["path"]).name)
