@@ -48,3 +48,8 @@ GLOSSARY: dict[str, str] = {
 def help_text(term: str) -> str:
     """The one-line explanation of a glossary term (KeyError for an unknown term, so a typo fails in tests)."""
     return GLOSSARY[term]
+
+
+def term_for(metric_key: str) -> str:
+    """The glossary term of a metric key as core.metrics names it ('auc' -> 'AUC')."""
+    return {"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(metric_key, metric_key)

@@ -12,7 +12,7 @@ from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
 from core.external import external_name
-from core.glossary import GLOSSARY, help_text
+from core.glossary import GLOSSARY, help_text, term_for
 from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
@@ -148,9 +148,8 @@ if head == "binary":
     live = metrics.binary_metrics(y, p, threshold)
     cols = st.columns(6)
     for col, k in zip(cols, ("accuracy", "sensitivity", "specificity", "f1", "auc", "ppv"), strict=True):
-        term = {"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(k, k)
         col.metric(k.upper() if k in ("auc", "ppv") else k.capitalize(), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}",
-                   help=help_text(term))
+                   help=help_text(term_for(k)))
 
 summary = summary_for(run, threshold)
 tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Generalisation gap", "Download",
@@ -189,7 +188,7 @@ with tabs[3]:
     st.dataframe(
         [
             {"metric": k, "value": round(v, 4), "95% CI": f"{intervals[k][0]:.4f} to {intervals[k][1]:.4f}" if k in intervals else "",
-             "meaning": GLOSSARY.get({"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(k, k), "")}
+             "meaning": GLOSSARY.get(term_for(k), "")}
             for k, v in rows.items()
         ],
         hide_index=True,
@@ -317,13 +316,14 @@ with tabs[8]:
 with tabs[9]:
     st.caption("Another hospital's scanner shifts the image statistics and its patients shift the class mix. Adaptation "
                "makes a new run from this one using only the new site's images, without their labels: BatchNorm "
-               "statistics re-measured on the site, and the decision moved to the site's estimated class mix. The "
+               "statistics re-measured on the site, and its class mix estimated (it moves untuned decisions only). The "
                "adapted run appears in every run list (Evaluate, Predict, export); evaluate it on the site's labelled "
                "images, if you have some, before trusting it.")
     folder = st.text_input("Folder of the new site's images (any layout; labels are not read)", key="adapt_folder")
-    if st.button("Adapt", type="primary", key="adapt_go") and not folder.strip():
+    clicked = st.button("Adapt", type="primary", key="adapt_go")
+    if clicked and not folder.strip():
         st.warning("Type the folder of the new site's images first.")
-    elif st.session_state.get("adapt_go") and folder.strip():
+    elif clicked:
         from core.adapt import adapt_run
 
         bar = st.progress(0.0, text="Adapting...")
