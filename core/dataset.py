@@ -140,7 +140,7 @@ def open_dataset(
     if not listing.rows:
         raise _nothing_found(listing)
     rows = pd.DataFrame(listing.rows, columns=["path", "label", "split"])
-    facts, failures = scan_files(rows["path"].tolist(), progress=progress)
+    facts, failures = scan_files(rows["path"].tolist(), progress=progress, known=listing.stats)
     table = rows.merge(facts, on="path", how="inner")[TABLE_COLUMNS]
     skipped = pd.DataFrame(listing.skipped + list(failures.itertuples(index=False, name=None)), columns=["path", "reason"])
     if table.empty:

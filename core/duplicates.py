@@ -12,7 +12,6 @@ comparing all hashes at once with XOR + popcount in numpy chunks.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 import imagehash
@@ -46,8 +45,7 @@ def _hash_one(path: str) -> tuple[str, str, str | None]:
 
 def image_hashes(table: pd.DataFrame, progress: Progress | None = None) -> pd.DataFrame:
     """The table's rows with `sha256` and `phash` (hex) columns; unreadable files are dropped."""
-    # Decoding is CPU-bound: more threads than cores only contend for the GIL.
-    results, _, _ = _HASHES.compute(table["path"].tolist(), _hash_one, progress, workers=os.cpu_count() or 1)
+    results, _, _ = _HASHES.compute(table["path"].tolist(), _hash_one, progress)
     hashed = table.assign(
         sha256=[results.get(p, ("",))[0] for p in table["path"]],
         phash=[results.get(p, ("", ""))[1] for p in table["path"]],

@@ -242,8 +242,9 @@ def read_image(
 
 def is_image_name(name: str) -> bool:
     """True for an extension the reader accepts, or none at all (DICOM files often have none)."""
-    suffix = os.path.splitext(name)[1].lower()
-    return suffix in IMAGE_EXTENSIONS or suffix == ""
+    base = name.rpartition("/")[2]
+    stem, dot, ext = base.rpartition(".")
+    return not dot or not stem.strip(".") or f".{ext.lower()}" in IMAGE_EXTENSIONS
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,22 +170,51 @@ def test_trim_and_class_weights() -> None:
     assert imbalance_ratio(table) == 20.0 and imbalance_ratio(trimmed) == 30 / 25
 
 
-def test_scan_cache_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("layout", ["folder", "csv"])
+@pytest.mark.parametrize("snapshot_from", [1, 10**9], ids=["whole-scan snapshot", "per-file cache only"])
+def test_scan_cache_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, snapshot_from: int) -> None:
+    monkeypatch.setattr(scan, "SNAPSHOT_MIN_FILES", snapshot_from)
     root = make_class_folders(tmp_path / "ds", {"a": 5, "b": 5})
+    (tmp_path / "ds" / "labels.csv").write_text("path,label\n" + "".join(f"{c}/{c}_{i}.png,{c}\n" for c in "ab" for i in range(5)))
+    source = root if layout == "folder" else root / "labels.csv"
     calls: list[str] = []
     real = scan.read_header
     monkeypatch.setattr(scan, "read_header", lambda p: calls.append(p) or real(p))
-    open_dataset(root)
+    open_dataset(source)
     assert len(calls) == 10
     calls.clear()
-    open_dataset(root)
+    open_dataset(source)
     assert calls == []  # warm: nothing re-read
+    assert len(list((scan.cache_dir() / "scans").glob("*.parquet"))) == (1 if snapshot_from == 1 else 0)
     target = root / "a" / "a_0.png"
     write_png(target, size=(30, 20))
     os.utime(target, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
-    ds = open_dataset(root)
-    assert calls == [str(target)]
+    ds = open_dataset(source)
+    assert calls == [str(target)]  # a changed file is never served from a snapshot
     assert ds.table.set_index("path").loc[str(target), "width"] == 30
+    target.unlink()
+    ds = open_dataset(source)
+    assert len(ds.table) == 9 and calls == [str(target)]
+
+
+def test_big_scans_use_worker_processes_even_from_an_unguarded_script(tmp_path: Path) -> None:
+    """Worker processes must not re-run the caller's script (multiprocessing's spawn does, and
+    crashes scripts without an `if __name__ == "__main__"` guard)."""
+    root = make_class_folders(tmp_path / "ds", {"a": 6, "b": 6})
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from core import file_cache\n"
+        "from core.dataset import open_dataset\n"
+        "file_cache.PROCESS_MIN_FILES = 2\n"
+        f"ds = open_dataset({str(root)!r})\n"
+        "print('rows', len(ds.table), sorted(set(ds.table['width'])))\n"
+    )
+    env = {**os.environ, "MEDIMAGE_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rows 12 [" in out.stdout
 
 
 def test_scan_progress_is_reported(tmp_path: Path) -> None:
