@@ -13,6 +13,7 @@ import pytest
 from core import duplicates
 from core.dataset import DEMO, open_dataset
 from core.demo_data import make_phantom
+from tests.conftest import CHEST_XRAY
 
 
 def _picture(seed: int) -> np.ndarray:
@@ -80,3 +81,41 @@ def test_demo_set_has_no_duplicates() -> None:
     """The phantoms share anatomy but each one varies enough that the default threshold finds no twins."""
     pairs = duplicates.find_duplicates(duplicates.image_hashes(open_dataset(DEMO).table))
     assert len(pairs) == 0
+
+
+def _all_pairs(codes: np.ndarray, max_distance: int) -> set[tuple[int, int, int]]:
+    """The reference: every pair compared, XOR + popcount."""
+    words = codes.view(np.uint64)
+    found = set()
+    for i in range(len(words)):
+        dist = np.bitwise_count(words[i] ^ words[i + 1 :]).sum(axis=1)
+        found.update((i, i + 1 + int(j), int(dist[j])) for j in np.nonzero(dist <= max_distance)[0])
+    return found
+
+
+@pytest.mark.parametrize("max_distance", [0, 3, 10, 15, 16, 30, 256])
+def test_index_finds_exactly_the_all_pairs_answer(max_distance: int) -> None:
+    """Both index kinds (multi-hash below 16 bits, flat from 16) on codes with twins at every distance."""
+    rng = np.random.default_rng(max_distance)
+    base = rng.integers(0, 256, (300, 32), dtype=np.uint8)
+    twins = base[:150].copy()
+    bits = np.unpackbits(twins, axis=1)
+    for row, flips in enumerate(rng.integers(0, 40, 150)):
+        bits[row, rng.choice(256, flips, replace=False)] ^= 1
+    codes = np.ascontiguousarray(np.concatenate([base, np.packbits(bits, axis=1)]))
+    i, j, dist = duplicates._near_pairs(codes, max_distance)
+    assert set(zip(i.tolist(), j.tolist(), dist.tolist(), strict=True)) == _all_pairs(codes, max_distance)
+
+
+@pytest.mark.skipif(not CHEST_XRAY.is_dir(), reason="shared chest_xray set not present")
+def test_index_matches_all_pairs_on_the_real_chest_xray_set() -> None:
+    hashed = duplicates.image_hashes(open_dataset(CHEST_XRAY).table)
+    assert len(hashed) == 5216
+    codes = duplicates._codes(hashed["phash"])
+    for max_distance in (duplicates.DEFAULT_MAX_DISTANCE, 30):
+        pairs = duplicates.find_duplicates(hashed, max_distance)
+        index = {p: k for k, p in enumerate(hashed["path"])}
+        got = {(index[a], index[b], d) for a, b, d in zip(pairs["path_a"], pairs["path_b"], pairs["distance"], strict=True)}
+        got = {(min(a, b), max(a, b), d) for a, b, d in got}
+        assert got == _all_pairs(codes, max_distance)
+        assert len(got) > 0  # this set has real near-duplicates at both radii
