@@ -331,4 +331,4 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_human(result)
-    return 0
+    return 1 if result.get("state") == "failed" else 0  # schedulers (and multi-worker launchers) see a failed job

@@ -8,6 +8,7 @@ look at the lungs rather than at a global brightness cue. Generating all images 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -124,6 +125,15 @@ def demo_folder() -> Path:
     """The demo set's folder, generated on first use (or when the generator changed)."""
     folder = data_dir() / "demo"
     marker = _marker(folder)
-    if not (folder.is_dir() and marker.is_file() and marker.read_text().strip() == DEMO_VERSION):
-        generate(folder)
+
+    def current() -> bool:
+        return folder.is_dir() and marker.is_file() and marker.read_text().strip() == DEMO_VERSION
+
+    if not current():
+        # one generator at a time: the workers of a multi-worker job all open the demo set at once,
+        # and one replacing the folder while another lists it gave them different datasets
+        with open(folder.parent / ".demo.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not current():
+                generate(folder)
     return folder

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -55,10 +56,21 @@ class FileCache:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(cache_dir() / _DB_NAME, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f"{name} {kind}" for name, kind in self.columns)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, {cols})")
-        return con
+        # Switching a new database to WAL needs it alone and fails at once ("database is locked")
+        # instead of waiting: the workers of a multi-worker job all open their dataset together.
+        attempts = 0
+        while True:
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, {cols})")
+                return con
+            except sqlite3.OperationalError as exc:
+                attempts += 1
+                if "locked" not in str(exc) or attempts >= 100:
+                    con.close()
+                    raise
+                time.sleep(0.05)
 
     def _cached(self, con: sqlite3.Connection, paths: Sequence[str]) -> dict[str, tuple]:
         """All rows under the paths' common folder, in one indexed range query."""

@@ -22,8 +22,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core import multiworker_fixes
 from core.atomic import write_json, write_text
 from core.augment import AugmentConfig
+from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_digest
 from core.dataset_store import open_source
 from core.external import monitor_for, predict_externals
 from core.models import SCRATCH, ModelConfig, build_model
@@ -139,9 +141,12 @@ def step_decay(every: int, factor: float):
 class RunRecorder(keras.callbacks.Callback):
     """Status heartbeat, metrics files, best/last checkpoints, and the page's control requests."""
 
-    def __init__(self, run: Path, config: TrainConfig, steps: int, initial_epoch: int = 0) -> None:
+    def __init__(self, run: Path, config: TrainConfig, steps: int, initial_epoch: int = 0, controls: bool = True) -> None:
         super().__init__()
         self.run, self.config, self.steps, self.initial_epoch = run, config, steps, initial_epoch
+        # Live controls change one process' optimizer or loop: in a multi-worker cluster that would
+        # desynchronise the workers (the chief alone stopping leaves the others waiting), so they are off.
+        self.controls = controls
         self.epochs = config.epochs
         self.extend = 0
         self.stopped_by_user = False
@@ -159,6 +164,8 @@ class RunRecorder(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def handle_requests(self) -> None:
+        if not self.controls:
+            return
         requests = take_requests(self.run)
         if not requests:
             return
@@ -281,19 +288,51 @@ def distribution_strategy():
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
+        from core.multiworker_fixes import patch_log_reduction
+
+        patch_log_reduction()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
+class ClusterEcho(keras.callbacks.Callback):
+    """Multi-worker runs: each worker prints its epoch and a digest of its weights to its own output,
+    so a person (or the test) can see the workers step in lockstep; nothing goes to the run folder."""
+
+    def __init__(self, member: Role) -> None:
+        super().__init__()
+        self.member = member
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        print(f"[{self.member}] epoch {epoch + 1} loss {float((logs or {}).get('loss', float('nan'))):.6f} "
+              f"weights {weights_digest(self.model.get_weights())}", flush=True)
+
+
 def run_job(run: Path, verbose: int = 2) -> str:
-    """Train (or resume) the run in this process; returns the final state. verbose: Keras fit output."""
-    run = Path(run)
+    """Train (or resume) the run in this process; returns the final state. verbose: Keras fit output.
+
+    In a multi-worker cluster (TF_CONFIG) every worker calls this with the shared run folder; only the
+    chief writes it, the others train the same steps against a scratch copy that is deleted after.
+    """
+    member = role()
+    if member.is_chief:
+        return _train(Path(run), verbose, member)
+    scratch = scratch_copy(Path(run))
+    try:
+        return _train(scratch, verbose, member)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(run: Path, verbose: int, member: Role) -> str:
     write_status(run, state="running", pid=os.getpid(), host=socket.gethostname(), started=now_iso(),
-                 heartbeat=now_iso(), heartbeat_ts=time.time(), message="")
+                 heartbeat=now_iso(), heartbeat_ts=time.time(), message="", workers=member.workers)
     previous = keras.mixed_precision.global_policy()
     try:
+        # first: a multi-worker strategy must exist before any other TensorFlow op (the pipeline's)
+        strategy = distribution_strategy()
         config = TrainConfig.from_dict(read_json(run / "config.json"))
         keras.utils.set_random_seed(config.seed)
         policy = precision_for(config.mixed_precision)
@@ -314,7 +353,6 @@ def run_job(run: Path, verbose: int = 2) -> str:
             weights = {classes.index(label): w for label, w in by_label.items()}
         last = run / "last.keras"
         status = read_status(run)
-        strategy = distribution_strategy()
         with strategy.scope():
             if last.exists():
                 model = keras.saving.load_model(last, safe_mode=True)  # compiled, with optimizer state
@@ -325,13 +363,15 @@ def run_job(run: Path, verbose: int = 2) -> str:
                 initial_epoch = 0
                 write_status(run, weights=weights_label(config.model))
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
-        recorder = RunRecorder(run, config, steps, initial_epoch)
+        recorder = RunRecorder(run, config, steps, initial_epoch, controls=not member.distributed)
         recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs + config.fine_tune_epochs)
         write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch,
                      replicas=strategy.num_replicas_in_sync)
         recorder.set_model(model)
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
+        if member.distributed:
+            callbacks.append(ClusterEcho(member))
         if config.early_stopping_patience and val_ds is not None:
             callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience,
                                                            start_from_epoch=config.early_stopping_start))
@@ -356,6 +396,8 @@ def run_job(run: Path, verbose: int = 2) -> str:
                 write_status(run, fine_tuning=True, fine_tune_from_epoch=epoch)
                 tuning = True
             end = recorder.epochs if switch is None or tuning else min(switch, recorder.epochs)
+            if member.distributed:
+                multiworker_fixes.build_locally(model, train_ds, strategy)
             history = model.fit(train_ds, validation_data=val_ds, epochs=end, initial_epoch=epoch,
                                 class_weight=weights, callbacks=callbacks, verbose=verbose)
             done = len(history.epoch)
@@ -383,7 +425,10 @@ def run_job(run: Path, verbose: int = 2) -> str:
         return state
     except Exception as exc:  # noqa: BLE001 - the job reports every failure in its status
         write_text(run / "error.txt", traceback.format_exc())
-        write_status(run, state="failed", finished=now_iso(), message=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()  # to the job's own output too: a non-chief worker's run folder is a scratch copy
+        message = (lost_worker_message(exc, int(read_status(run).get("epoch", 0))) if member.distributed else None)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:500]  # TensorFlow errors can print whole tensors
+        write_status(run, state="failed", finished=now_iso(), message=message or f"{type(exc).__name__}: {first_line}")
         return "failed"
     finally:
         keras.mixed_precision.set_global_policy(previous)

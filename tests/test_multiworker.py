@@ -1,0 +1,119 @@
+"""Multi-worker training for real: two worker processes on loopback ports under MultiWorkerMirroredStrategy.
+
+One test walks the whole life of a cluster job, because each phase needs the previous one: both
+workers step in lockstep, only the chief writes the run folder, a killed worker fails the job with
+a plain message within a timeout instead of hanging, and the same command resumes it from its
+checkpoint to the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.cluster import tf_config
+from core.paths import PROJECT_ROOT
+from core.runs import create_run, read_metrics, read_status
+from core.train import make_config
+
+EPOCHS = 5
+FAIL_WITHIN_S = 120  # a lost worker must end the job within this; measured ~10 s
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans():
+    """A failed assertion must not leave workers training in the background."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+    _STARTED.clear()
+
+
+def _start_cluster(run: Path, tmp: Path, tag: str) -> list[subprocess.Popen]:
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        scratch_root = tmp / f"{tag}-tmp-{index}"
+        scratch_root.mkdir()
+        env = {**os.environ, "TF_CONFIG": tf_config(hosts, index), "TMPDIR": str(scratch_root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        out = open(tmp / f"{tag}-worker-{index}.out", "w")  # noqa: SIM115 - closed when the process ends
+        procs.append(subprocess.Popen([sys.executable, "-m", "core", "train", "--run", str(run)], cwd=PROJECT_ROOT, env=env,
+                                      stdout=out, stderr=subprocess.STDOUT))
+    _STARTED.extend(procs)
+    return procs
+
+
+def _echo(tmp: Path, tag: str, index: int) -> dict[int, str]:
+    """Epoch -> 'loss weights-digest' as the worker printed it (ClusterEcho)."""
+    text = (tmp / f"{tag}-worker-{index}.out").read_text()
+    return {int(m[1]): m[2] for m in re.finditer(r"^\[worker \d[^\]]*\] epoch (\d+) (loss \S+ weights \w+)$", text, re.M)}
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"worker still running after {timeout} s: the cluster hung")
+
+
+def test_multiworker_lockstep_chief_only_kill_and_resume(tmp_path: Path) -> None:
+    run = create_run(make_config("demo", "smallnet", image_size=64, epochs=EPOCHS, batch_size=16).to_dict())
+
+    # 1. two workers train; kill worker 1 once the chief has written epoch 2
+    chief, worker = _start_cluster(run, tmp_path, "first")
+    seen_pids, scratch_seen = set(), False
+    deadline = time.time() + 300
+    while read_status(run).get("epoch", 0) < 2:
+        assert chief.poll() is None and worker.poll() is None, (tmp_path / "first-worker-0.out").read_text()[-3000:]
+        assert time.time() < deadline, "the cluster did not reach epoch 2"
+        seen_pids.add(read_status(run).get("pid"))
+        scratch_seen |= any((tmp_path / "first-tmp-1").glob(f"medimage-{run.name}-*/status.json"))
+        time.sleep(0.2)
+    # only the chief writes the run folder: every status it ever showed is the chief's; worker 1 wrote a scratch copy
+    assert seen_pids <= {None, chief.pid}
+    assert scratch_seen and not any((tmp_path / "first-tmp-0").glob(f"medimage-{run.name}-*"))
+    worker.kill()
+    killed_at = time.time()
+    assert _wait(chief, FAIL_WITHIN_S) == 1  # the CLI exits non-zero for a failed job
+    status = read_status(run)
+    assert status["state"] == "failed" and status["pid"] == chief.pid
+    assert "A worker of the cluster stopped responding" in status["message"], status["message"]
+    assert time.time() - killed_at < FAIL_WITHIN_S
+    stopped_at = int(status["epoch"])
+    first_chief, first_worker = _echo(tmp_path, "first", 0), _echo(tmp_path, "first", 1)
+    assert len(first_worker) >= 2
+    for epoch, line in first_worker.items():  # lockstep: same loss and bit-identical weights after every epoch
+        assert first_chief[epoch] == line
+
+    # 2. the same command on both workers resumes from the chief's last checkpoint and finishes
+    chief, worker = _start_cluster(run, tmp_path, "resume")
+    assert _wait(chief, 300) == 0 and _wait(worker, 60) == 0, (tmp_path / "resume-worker-0.out").read_text()[-3000:]
+    status = read_status(run)
+    assert status["state"] == "completed" and status["epoch"] == EPOCHS and status["replicas"] == 2
+    assert read_metrics(run)["epoch"].tolist() == list(range(1, EPOCHS + 1))
+    resumed_chief, resumed_worker = _echo(tmp_path, "resume", 0), _echo(tmp_path, "resume", 1)
+    assert sorted(resumed_chief) == list(range(stopped_at + 1, EPOCHS + 1)) and resumed_chief == resumed_worker
+    assert (run / "best.keras").exists() and (run / "final.keras").exists()
+    assert not any((tmp_path / "resume-tmp-1").glob("medimage-*"))  # worker 1's scratch copy is removed when it ends
