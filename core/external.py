@@ -10,6 +10,7 @@ schedule and the threshold choice read from: an external set cannot steer them b
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -19,7 +20,7 @@ from sklearn import metrics as skm
 
 from core.atomic import write_text
 from core.errors import MedImageError
-from core.pipeline import PipelineConfig, make_dataset
+from core.pipeline import PipelineConfig, cache_plan, make_dataset
 from core.runs import read_metrics, read_status
 
 EXTERNAL_FILE = "external.csv"
@@ -65,7 +66,8 @@ class ExternalMonitor(keras.callbacks.Callback):
     def __init__(self, run: Path, sets: dict[str, pd.DataFrame], classes: list[str], pipeline: PipelineConfig) -> None:
         super().__init__()
         self.run = Path(run)
-        config = PipelineConfig(**{**pipeline.to_dict(), "cache": True})
+        # scored every epoch: kept decoded in memory when they fit, streamed otherwise
+        config = replace(pipeline, cache=cache_plan(sum(len(t) for t in sets.values()), pipeline).in_memory)
         self.sets = {name: (make_dataset(table, classes, config), (table["label"] == classes[1]).to_numpy(int))
                      for name, table in sets.items() if len(table)}
         self.rows = read_metrics(self.run, EXTERNAL_FILE)

@@ -35,6 +35,48 @@ class PipelineConfig:
         return asdict(self)
 
 
+# A training job keeps its decoded images in memory only while they take at most this share of the
+# memory available when it starts; the model, TensorFlow and the rest of the machine need the remainder.
+MEMORY_SHARE = 0.5
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations now (Linux MemAvailable; else free pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Whether a job's images are decoded once and kept in memory, or streamed from disk every epoch."""
+
+    in_memory: bool
+    images: int
+    decoded_bytes: int
+    available_bytes: int
+
+    def message(self) -> str:
+        size = f"{self.images:,} images decoded take {self.decoded_bytes / 2**30:.2f} GiB"
+        room = f"{self.available_bytes / 2**30:.1f} GiB of memory is available"
+        if self.in_memory:
+            return f"input: kept in memory after the first epoch ({size}; {room})"
+        return (f"input: streamed from disk every epoch, no in-memory cache ({size}, more than {MEMORY_SHARE:.0%} of the "
+                f"{room.replace(' is available', ' available')})")
+
+
+def cache_plan(images: int, config: PipelineConfig, available: int | None = None) -> CachePlan:
+    """Decide from the decoded size (uint8, image_size^2 x channels each) and the free memory."""
+    decoded = images * config.image_size * config.image_size * config.channels
+    available = available_memory() if available is None else available
+    return CachePlan(config.cache and decoded <= MEMORY_SHARE * available, images, decoded, available)
+
+
 def tf_decodable(table: pd.DataFrame) -> np.ndarray:
     """Rows TensorFlow can decode to the same pixels as `read_image` (8-bit, no EXIF rotation)."""
     orientation = table["orientation"] if "orientation" in table else 1

@@ -29,7 +29,7 @@ from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_
 from core.dataset_store import open_source
 from core.external import monitor_for, predict_externals
 from core.models import SCRATCH, ModelConfig, build_model
-from core.pipeline import PipelineConfig, make_dataset
+from core.pipeline import PipelineConfig, cache_plan, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
 from core.splits import class_weights
 
@@ -138,6 +138,12 @@ def step_decay(every: int, factor: float):
     return keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * factor if epoch and epoch % every == 0 else lr)
 
 
+def log_line(run: Path, line: str) -> None:
+    """One timestamped line in the run's log.txt (shown on the Train page)."""
+    with open(run / "log.txt", "a") as fh:
+        fh.write(f"{now_iso()} {line}\n")
+
+
 class RunRecorder(keras.callbacks.Callback):
     """Status heartbeat, metrics files, best/last checkpoints, and the page's control requests."""
 
@@ -186,8 +192,7 @@ class RunRecorder(keras.callbacks.Callback):
             self._log("stop requested: stopping after this epoch")
 
     def _log(self, line: str) -> None:
-        with open(self.run / "log.txt", "a") as fh:
-            fh.write(f"{now_iso()} {line}\n")
+        log_line(self.run, line)
 
     def on_train_begin(self, logs=None) -> None:
         if not self._resumed:  # once per job: a later fit (an extension, the fine-tuning phase) keeps the rows so far
@@ -345,8 +350,11 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             return _run_folds(run, config, table)
         table = run_rows(run, config.to_dict(), table)  # a fold, preset or recipe: its own split
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
-        train_ds = make_dataset(train, classes, config.pipeline, config.augment, shuffle=True)
-        val_ds = make_dataset(val, classes, config.pipeline) if len(val) else None
+        plan = cache_plan(len(train) + len(val), config.pipeline)
+        log_line(run, plan.message())
+        pipeline = replace(config.pipeline, cache=plan.in_memory)
+        train_ds = make_dataset(train, classes, pipeline, config.augment, shuffle=True)
+        val_ds = make_dataset(val, classes, pipeline) if len(val) else None
         weights = None
         if config.class_weighting and config.model.head != "ordinal":
             by_label = class_weights(train["label"])

@@ -326,3 +326,28 @@ def test_make_config_matches_pipeline_to_model() -> None:
     assert backbone.model.channels == backbone.pipeline.channels == 3 and backbone.model.weights == "imagenet"
     assert backbone.model.freeze == "full" and backbone.augment is None and backbone.folds == 3
     assert backbone.pipeline.image_size == backbone.model.image_size == 64
+
+
+def test_input_streams_from_disk_when_decoded_images_would_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import pipeline, train
+
+    big = pipeline.cache_plan(100_000, PipelineConfig(image_size=224, channels=3), available=16 * 2**30)
+    assert not big.in_memory and big.decoded_bytes == 100_000 * 224 * 224 * 3 and "streamed from disk" in big.message()
+    small = pipeline.cache_plan(5_216, PipelineConfig(image_size=128, channels=1), available=16 * 2**30)
+    assert small.in_memory and "kept in memory" in small.message()
+    assert not pipeline.cache_plan(10, PipelineConfig(cache=False), available=16 * 2**30).in_memory  # the user's choice wins
+    assert pipeline.available_memory() > 0
+
+    made: list[bool] = []
+    real = train.make_dataset
+
+    def recording(table, classes, config, *args, **kwargs):
+        made.append(config.cache)
+        return real(table, classes, config, *args, **kwargs)
+
+    monkeypatch.setattr(train, "make_dataset", recording)
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 2**10)  # 1 KiB free: nothing fits
+    run = create_run(_config(epochs=1), tmp_path)
+    assert train.run_job(run, verbose=0) == "completed"
+    assert made == [False, False]  # train and validation both stream
+    assert "input: streamed from disk every epoch" in (run / "log.txt").read_text()
