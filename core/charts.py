@@ -34,30 +34,41 @@ def histogram_figure(before, after, bins: int = 64) -> go.Figure:
     return fig
 
 
+POINTS_MAX = 5_000  # above this many images, charts plot aggregates: 100k markers stall a browser tab
+
+
 def size_scatter_figure(table: pd.DataFrame) -> go.Figure:
-    """Width x height of every image, coloured by class (outliers and mixed sources stand out)."""
-    fig = px.scatter(
-        table, x="width", y="height", color="label", opacity=0.6, template=TEMPLATE,
-        hover_data={"path": True}, render_mode="webgl",
-    )
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="class")
-    return fig
+    """Width x height, coloured by class (outliers and mixed sources stand out): one marker per image
+    with its path up to POINTS_MAX images, else one per distinct size and class, sized by its count."""
+    layout = dict(height=340, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="class")
+    if len(table) <= POINTS_MAX:
+        fig = px.scatter(table, x="width", y="height", color="label", opacity=0.6, template=TEMPLATE,
+                         hover_data={"path": True}, render_mode="webgl")
+        return fig.update_layout(**layout)
+    sizes = table.groupby(["width", "height", "label"], observed=True).size().rename("images").reset_index()
+    fig = px.scatter(sizes, x="width", y="height", color="label", size=np.sqrt(sizes["images"]), opacity=0.6,
+                     template=TEMPLATE, hover_data={"images": True}, render_mode="webgl")
+    return fig.update_layout(**layout, title=dict(text=f"{len(table):,} images at {len(sizes):,} distinct sizes", font_size=12))
 
 
-def size_histograms_figure(table: pd.DataFrame) -> go.Figure:
-    """Histograms of width, height, aspect ratio and file size (KB), per class."""
+def size_histograms_figure(table: pd.DataFrame, bins: int = 30) -> go.Figure:
+    """Histograms of width, height, aspect ratio and file size (KB), per class, binned here: the
+    browser gets 30 bars a class, not one value per image."""
     facts = {
         "width (px)": table["width"], "height (px)": table["height"],
         "aspect (w/h)": table["width"] / table["height"], "file size (KB)": table["bytes"] / 1024,
     }
     fig = make_subplots(rows=1, cols=4, subplot_titles=list(facts))
     colors = px.colors.qualitative.Plotly
-    for k, label in enumerate(sorted(table["label"].unique(), key=str)):
-        mask = table["label"] == label
-        for col, values in enumerate(facts.values(), 1):
+    labels = table["label"].to_numpy()
+    for col, values in enumerate(facts.values(), 1):
+        values = values.to_numpy(float)
+        edges = np.histogram_bin_edges(values, bins=bins) if np.ptp(values) > 0 else np.array([values[0] - 0.5, values[0] + 0.5])
+        for k, label in enumerate(sorted(set(labels), key=str)):
+            counts, _ = np.histogram(values[labels == label], bins=edges)
             fig.add_trace(
-                go.Histogram(x=values[mask], name=str(label), legendgroup=str(label), showlegend=col == 1,
-                             marker_color=colors[k % len(colors)], opacity=0.7, nbinsx=30),
+                go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges), name=str(label), legendgroup=str(label),
+                       showlegend=col == 1, marker_color=colors[k % len(colors)], opacity=0.7),
                 row=1, col=col,
             )
     fig.update_layout(template=TEMPLATE, barmode="overlay", height=280, margin=dict(l=10, r=10, t=40, b=10))

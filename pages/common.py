@@ -81,6 +81,18 @@ def thumbnail(path: str, side: int = 192) -> np.ndarray | None:
         return None
 
 
+def paged_table(frame, key: str, rows: int = 200) -> None:
+    """A long table one page at a time: 100k rows sent at once stall the browser."""
+    if len(frame) <= rows:
+        st.dataframe(frame, width="stretch", hide_index=True)
+        return
+    pages = -(-len(frame) // rows)
+    page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key=key)
+    start = (int(page) - 1) * rows
+    st.dataframe(frame.iloc[start : start + rows], width="stretch", hide_index=True)
+    st.caption(f"Rows {start + 1:,}-{min(start + rows, len(frame)):,} of {len(frame):,}")
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def duplicate_pairs(source: str, max_distance: int):
     """Pairs and their summary for the active dataset; hashing shows progress the first time."""

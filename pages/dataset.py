@@ -9,7 +9,7 @@ from core.dataset import DEMO, KAGGLE_PREFIX, class_counts, imbalance_ratio, pre
 from core.dataset_store import SAVED_PREFIX, list_definitions, save_definition
 from core.errors import MedImageError
 from core.splits import class_weights
-from pages.common import DATASET_KEY, active_dataset_name, duplicate_pairs, load_dataset, source_label, thumbnail
+from pages.common import DATASET_KEY, active_dataset_name, duplicate_pairs, load_dataset, paged_table, source_label, thumbnail
 
 st.title("Dataset")
 
@@ -96,7 +96,7 @@ with overview:
     else:
         st.dataframe(pd.Series(summary, name="files").rename_axis("reason"), width="stretch")
         with st.expander(f"All {len(dataset.skipped):,} skipped files"):
-            st.dataframe(dataset.skipped, width="stretch", hide_index=True)
+            paged_table(dataset.skipped, key="skipped_page")
 
 # ---- samples ------------------------------------------------------------------------------------
 with samples:
@@ -182,7 +182,7 @@ with leakage:
         if len(pairs) == 0:
             st.success("No duplicates at this threshold.")
         else:
-            st.dataframe(pairs, hide_index=True, width="stretch")
+            paged_table(pairs, key="pairs_page")
             for pair in pairs.head(6).itertuples(index=False):
                 sides = ((pair.path_a, pair.label_a, pair.split_a), (pair.path_b, pair.label_b, pair.split_b))
                 for col, (path, label, split) in zip(st.columns(2), sides, strict=True):
