@@ -68,6 +68,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
                                 mixed_precision=args.precision, external=tuple(args.external),
                                 **({"epochs": args.epochs} if args.epochs_given else {}))
+        if args.create_only:
+            return {"run": str(run), "state": read_status(run).get("state")}
         if args.background:
             return {"run": str(run), "state": jobs.start(run)}
         (run / ".claimed").touch()
@@ -86,6 +88,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         run = create_run_with_rows(config, rows, runs_dir)
     else:
         run = create_run(config.to_dict(), runs_dir)
+    if args.create_only:
+        return {"run": str(run), "state": read_status(run).get("state")}
     if args.background:
         return {"run": str(run), "state": jobs.start(run)}
     (run / ".claimed").touch()
@@ -263,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,
                        help="sanity checks: overfit 8 images per class; or 3-epoch runs at LR 0.1/0.01/0.001 (background)")
     train.add_argument("--background", action="store_true", help="start as a separate job and return at once")
+    train.add_argument("--create-only", action="store_true",
+                       help="only create the run folder and print it (then start workers with --run RUN, e.g. under TF_CONFIG)")
     train.add_argument("--recipe", choices=("xray", "xray-imagenet"), default=None,
                        help="a named recipe (patient-grouped split, equalisation, tuned threshold); see core/recipes.py")
     train.add_argument("--seed", type=int, default=0)

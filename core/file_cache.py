@@ -9,6 +9,7 @@ does not slow every later run, and each kind of result has its own SQLite table.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from core.paths import cache_dir
 
 Progress = Callable[[int, int], None]
 _DB_NAME = "files-v1.sqlite"
+SNAPSHOT_FOLDER = "scans"  # whole-scan results (core.scan) beside the per-file database
 # Header parsing and pHashing are mostly Python (pydicom, Pillow's parsers) and hold the GIL, so
 # threads only help with slow disks; from this many files on, worker processes use every core
 # (100k files: 12.9 s with 8 threads, see bench/scale_bench.py). Below it their start-up costs more than they save.
@@ -137,7 +139,8 @@ class FileCache:
 
 
 def clear_all() -> None:
-    """Forget every cached result (benchmarks' cold runs use this)."""
+    """Forget every cached result, whole-scan snapshots included (benchmarks' cold runs use this)."""
     path = cache_dir() / _DB_NAME
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
+    shutil.rmtree(cache_dir() / SNAPSHOT_FOLDER, ignore_errors=True)

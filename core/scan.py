@@ -15,7 +15,7 @@ import pandas as pd
 
 from core.atomic import write_bytes
 from core.errors import ImageReadError
-from core.file_cache import FileCache, Progress
+from core.file_cache import SNAPSHOT_FOLDER, FileCache, Progress
 from core.image_reader import read_header
 from core.paths import cache_dir
 
@@ -87,7 +87,7 @@ def _snapshot_path(abs_paths: list[str], known: Mapping[str, tuple[int, int]]) -
     except KeyError:
         return None
     digest = hashlib.blake2b(lines.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
-    return cache_dir() / "scans" / f"{_FACTS.table}-{digest}.parquet"
+    return cache_dir() / SNAPSHOT_FOLDER / f"{_FACTS.table}-{digest}.parquet"
 
 
 def _read_snapshot(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

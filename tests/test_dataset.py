@@ -185,7 +185,7 @@ def test_scan_cache_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.Mon
     calls.clear()
     open_dataset(source)
     assert calls == []  # warm: nothing re-read
-    assert len(list((scan.cache_dir() / "scans").glob("*.parquet"))) == (1 if snapshot_from == 1 else 0)
+    assert len(list((scan.cache_dir() / scan.SNAPSHOT_FOLDER).glob("*.parquet"))) == (1 if snapshot_from == 1 else 0)
     target = root / "a" / "a_0.png"
     write_png(target, size=(30, 20))
     os.utime(target, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))

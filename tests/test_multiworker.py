@@ -8,6 +8,7 @@ checkpoint to the end.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -20,8 +21,7 @@ import pytest
 
 from core.cluster import tf_config
 from core.paths import PROJECT_ROOT
-from core.runs import create_run, read_metrics, read_status
-from core.train import make_config
+from core.runs import read_metrics, read_status
 
 EPOCHS = 5
 FAIL_WITHIN_S = 120  # a lost worker must end the job within this; measured ~10 s
@@ -79,7 +79,12 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
 
 
 def test_multiworker_lockstep_chief_only_kill_and_resume(tmp_path: Path) -> None:
-    run = create_run(make_config("demo", "smallnet", image_size=64, epochs=EPOCHS, batch_size=16).to_dict())
+    # the README's commands: create the run folder, then start the same command on every worker
+    created = subprocess.run([sys.executable, "-m", "core", "train", "--data", "demo", "--image-size", "64", "--epochs", str(EPOCHS),
+                              "--batch-size", "16", "--create-only", "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr[-2000:]
+    run = Path(json.loads(created.stdout)["run"])
+    assert read_status(run)["state"] == "queued" and not (run / "metrics.csv").exists()
 
     # 1. two workers train; kill worker 1 once the chief has written epoch 2
     chief, worker = _start_cluster(run, tmp_path, "first")
