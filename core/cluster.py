@@ -19,19 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import MedImageError
+
 
 @dataclass(frozen=True)
 class Role:
     task_type: str
     index: int
     workers: int  # members of the cluster that train (chief + workers)
+    has_chief: bool = False  # the cluster names a "chief" task
 
     @property
     def is_chief(self) -> bool:
         """The chief task, or worker 0 in a cluster without one (TensorFlow's own rule)."""
-        return self.task_type == "chief" or (self.task_type == "worker" and self.index == 0 and not self._has_chief)
-
-    _has_chief: bool = False
+        return self.task_type == "chief" or (self.task_type == "worker" and self.index == 0 and not self.has_chief)
 
     @property
     def distributed(self) -> bool:
@@ -51,10 +52,10 @@ def role() -> Role:
         cluster, task = config["cluster"], config["task"]
         task_type, index = str(task["type"]), int(task["index"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"TF_CONFIG is not valid ({exc}). Expected {{\"cluster\": {{\"worker\": [...]}}, \"task\": "
+        raise MedImageError(f"TF_CONFIG is not valid ({exc}). Expected {{\"cluster\": {{\"worker\": [...]}}, \"task\": "
                          "{\"type\": \"worker\", \"index\": 0}}.") from exc
     workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-    return Role(task_type, index, workers, _has_chief=bool(cluster.get("chief")))
+    return Role(task_type, index, workers, has_chief=bool(cluster.get("chief")))
 
 
 def tf_config(hosts: list[str], index: int) -> str:

@@ -19,12 +19,28 @@ from pathlib import Path
 
 import pytest
 
-from core.cluster import tf_config
+from core.cluster import role, tf_config
+from core.errors import MedImageError
 from core.paths import PROJECT_ROOT
 from core.runs import read_metrics, read_status
 
 EPOCHS = 5
 FAIL_WITHIN_S = 120  # a lost worker must end the job within this; measured ~10 s
+
+
+def test_roles_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert role().is_chief and not role().distributed  # a lone process
+    hosts = ["a:1", "b:1", "c:1"]
+    monkeypatch.setenv("TF_CONFIG", tf_config(hosts, 0))
+    assert role().is_chief and role().workers == 3
+    monkeypatch.setenv("TF_CONFIG", tf_config(hosts, 2))
+    assert not role().is_chief and str(role()) == "worker 2"
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}}))
+    assert not role().is_chief and role().workers == 2  # with a chief task, worker 0 is not the chief
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(MedImageError, match="TF_CONFIG is not valid"):
+        role()
 
 
 def _free_ports(n: int) -> list[int]:
