@@ -67,8 +67,12 @@ def scratch_copy(run: Path) -> Path:
     """A private copy of the run's inputs for a non-chief worker to train against (and write into)."""
     scratch = Path(tempfile.mkdtemp(prefix=f"medimage-{run.name}-"))
     for path in run.iterdir():  # config, rows, status and checkpoints; not the TensorBoard folder
-        if path.is_file():
+        if path.name.startswith("."):
+            continue  # the chief's files being written atomically (.name-XXXX), renamed away at any moment
+        try:
             shutil.copy2(path, scratch / path.name)
+        except (FileNotFoundError, IsADirectoryError):
+            continue
     return scratch
 
 

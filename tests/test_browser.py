@@ -238,7 +238,8 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"running · epoch [1-4]/4")).first.wait_for(timeout=120_000)
     page.get_by_text("Validation and the watched external sets").first.wait_for(timeout=120_000)
-    assert page.locator(".js-plotly-plot").count() >= 2
+    # the heading comes first; plotly mounts its charts a moment later
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
     page.get_by_text(re.compile(r"completed · epoch \d/4")).first.wait_for(timeout=240_000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(ARTIFACTS / "train_external.png"), full_page=True)

@@ -17,18 +17,19 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _shifted_site(root: Path) -> tuple[Path, Path]:
-    """The demo's validation and test images as another scanner would give them (slight blur, half the contrast, a
-    bright offset, noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets). A
-    milder shift (gamma 1.8, contrast 0.6) left some trained models at 0.92 unadapted and others at 0.51: too
-    seed-dependent for a test; this one measured 0.52-0.67 before adaptation and 0.86-0.92 after."""
+def _shifted_site(root: Path, contrast: float = 0.45, offset: float = 110) -> tuple[Path, Path]:
+    """The demo's validation and test images as another scanner would give them (slight blur, less contrast, a
+    bright offset, noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets).
+    How much a given shift hurts a trained model varies from training to training (0.45 / +110 measured 0.52-0.67
+    unadapted in three trainings, 0.95 in a fourth), so the adaptation test picks the first of several strengths
+    that breaks its model."""
     from core.dataset import open_dataset
 
     table = open_dataset("demo").table
     rng = np.random.default_rng(0)
     for _, row in table[table["split"].isin(["val", "test"])].iterrows():
         img = cv2.GaussianBlur(np.asarray(Image.open(row["path"]).convert("L"), np.float32), (3, 3), 0.8)
-        img = np.clip(img * 0.45 + 110 + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+        img = np.clip(img * contrast + offset + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
         for folder in (root / "labelled" / row["label"], root / "flat"):
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / Path(row["path"]).name)
@@ -133,8 +134,7 @@ def test_em_recovers_a_shifted_class_mix() -> None:
 
 
 @pytest.mark.slow
-def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watched_run: Path, site: tuple[Path, Path],
-                                                                             tmp_path: Path) -> None:
+def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watched_run: Path, tmp_path: Path) -> None:
     import keras
 
     from core.adapt import adapt_run
@@ -142,7 +142,21 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     from core.evaluate import binary_summary, predict_table
     from core.runs import list_runs, read_json, read_status
 
-    labelled, flat = site
+    classes = read_status(watched_run)["classes"]
+
+    def accuracy(run: Path, labelled: Path) -> dict:
+        predictions = predict_table(run, open_dataset(str(labelled)).table, "site-check")
+        return binary_summary(predictions, classes, float(read_status(run).get("threshold", 0.5)), n_boot=10)
+
+    # a site whose shift breaks this model: the claim is that adaptation recovers a broken model, and how robust a
+    # given training happens to be varies
+    for contrast, offset in ((0.45, 110), (0.3, 140), (0.2, 160)):
+        labelled, flat = _shifted_site(tmp_path / f"site-{contrast}", contrast, offset)
+        before = accuracy(watched_run, labelled)
+        if before["accuracy"] <= 0.75:
+            break
+    else:
+        pytest.fail(f"no synthetic shift brought the model below 0.75 (last: {before['accuracy']:.2f})")
     out = subprocess.run([sys.executable, "-m", "core", "adapt", str(watched_run), "--images", str(flat), "--json"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -153,13 +167,8 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     assert status["state"] == "completed" and child.name in list_runs(child.parent)["run"].tolist()
     assert not list(child.glob(".*.keras"))  # written atomically: no temporary model left
 
-    table = open_dataset(str(labelled)).table
-    scores = {}
-    for run in (watched_run, child):
-        predictions = predict_table(run, table, "site-check")
-        scores[run] = binary_summary(predictions, status["classes"], float(read_status(run).get("threshold", 0.5)), n_boot=10)
-    before, after = scores[watched_run], scores[child]
-    assert after["accuracy"] >= before["accuracy"] + 0.1, (before, after)
+    after = accuracy(child, labelled)
+    assert after["accuracy"] >= before["accuracy"] + 0.1, (contrast, offset, before, after)
     assert after["auc"] >= before["auc"] - 0.03, (before["auc"], after["auc"])  # the ranking barely moves; the operating point does
 
     # the same images in class folders give the same adapted model: folder names (labels) are never read

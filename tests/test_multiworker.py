@@ -86,6 +86,13 @@ def _echo(tmp: Path, tag: str, index: int) -> dict[int, str]:
     return {int(m[1]): m[2] for m in re.finditer(r"^\[worker \d[^\]]*\] epoch (\d+) (loss \S+ weights \w+)$", text, re.M)}
 
 
+def _outputs(tmp: Path, tag: str) -> str:
+    """Both workers' output without TensorFlow's start-up chatter, for failure messages."""
+    noise = re.compile(r"^(I0000|W0000|E0000|WARNING: All log)|cuda|oneDNN|AVX")
+    return "\n".join(f"--- worker {i}:\n" + "\n".join(line for line in (tmp / f"{tag}-worker-{i}.out").read_text().splitlines()
+                                                      if not noise.search(line))[-2500:] for i in range(2))
+
+
 def _wait(proc: subprocess.Popen, timeout: float) -> int:
     try:
         return proc.wait(timeout=timeout)
@@ -107,7 +114,7 @@ def test_multiworker_lockstep_chief_only_kill_and_resume(tmp_path: Path) -> None
     seen_pids, scratch_seen = set(), False
     deadline = time.time() + 300
     while read_status(run).get("epoch", 0) < 2:
-        assert chief.poll() is None and worker.poll() is None, (tmp_path / "first-worker-0.out").read_text()[-3000:]
+        assert chief.poll() is None and worker.poll() is None, _outputs(tmp_path, "first")
         assert time.time() < deadline, "the cluster did not reach epoch 2"
         seen_pids.add(read_status(run).get("pid"))
         scratch_seen |= any((tmp_path / "first-tmp-1").glob(f"medimage-{run.name}-*/status.json"))
@@ -124,13 +131,13 @@ def test_multiworker_lockstep_chief_only_kill_and_resume(tmp_path: Path) -> None
     assert time.time() - killed_at < FAIL_WITHIN_S
     stopped_at = int(status["epoch"])
     first_chief, first_worker = _echo(tmp_path, "first", 0), _echo(tmp_path, "first", 1)
-    assert len(first_worker) >= 2
+    assert len(first_worker) >= 1  # the chief may write epoch 2 before worker 1 prints it
     for epoch, line in first_worker.items():  # lockstep: same loss and bit-identical weights after every epoch
         assert first_chief[epoch] == line
 
     # 2. the same command on both workers resumes from the chief's last checkpoint and finishes
     chief, worker = _start_cluster(run, tmp_path, "resume")
-    assert _wait(chief, 300) == 0 and _wait(worker, 60) == 0, (tmp_path / "resume-worker-0.out").read_text()[-3000:]
+    assert _wait(chief, 300) == 0 and _wait(worker, 60) == 0, _outputs(tmp_path, "resume")
     status = read_status(run)
     assert status["state"] == "completed" and status["epoch"] == EPOCHS and status["replicas"] == 2
     assert read_metrics(run)["epoch"].tolist() == list(range(1, EPOCHS + 1))
