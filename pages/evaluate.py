@@ -93,7 +93,8 @@ def ensure_predictions(folder: Path, label: str):
 
 predictions = load_predictions(run, name)
 cols = st.columns([1, 4])
-if cols[0].button("Predict" if predictions is None else "Predict again", type="primary" if predictions is None else "secondary"):
+if cols[0].button("Predict" if predictions is None else "Predict again", type="primary" if predictions is None else "secondary",
+                  key="predict_go"):  # a key: the label changing must not remount what follows (the open tab)
     (run / f"predictions-{name}.csv").unlink(missing_ok=True)
     predictions = ensure_predictions(run, primary)
 if predictions is None:
@@ -153,7 +154,7 @@ if head == "binary":
 
 summary = summary_for(run, threshold)
 tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Generalisation gap", "Download",
-               "Export", "Adapt to a site"])
+               "Export", "Adapt to a site"], key="evaluate_tabs")
 with tabs[0]:
     normalise = st.toggle("Row-normalised", key="eval_norm", help="Show each true class as shares that add up to 1.")
     st.caption(help_text("confusion matrix"))
