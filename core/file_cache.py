@@ -27,7 +27,7 @@ _DB_NAME = "files-v1.sqlite"
 SNAPSHOT_FOLDER = "scans"  # whole-scan results (core.scan) beside the per-file database
 # Header parsing and pHashing are mostly Python (pydicom, Pillow's parsers) and hold the GIL, so
 # threads only help with slow disks; from this many files on, worker processes use every core
-# (100k files: 12.9 s with 8 threads, see bench/scale_bench.py). Below it their start-up costs more than they save.
+# (100k files: 14.2 s cold with 8 threads, 7 s with processes; README, Benchmarks). Below it their start-up costs more than they save.
 PROCESS_MIN_FILES = 3_000
 _THREADS = 8  # overlap file-system latency (network shares) for small jobs
 

@@ -73,7 +73,7 @@ def scan_files(
             rows.append((p, *values, sizes[p]))
     facts_table = pd.DataFrame(rows, columns=["path", *FACT_COLUMNS])
     failures_table = pd.DataFrame(failures, columns=["path", "reason"])
-    if snapshot is not None and len(abs_paths) >= SNAPSHOT_MIN_FILES:
+    if snapshot is not None:
         _write_snapshot(snapshot, facts_table, failures_table)
     return facts_table, failures_table
 
@@ -81,7 +81,9 @@ def scan_files(
 def _snapshot_path(abs_paths: list[str], known: Mapping[str, tuple[int, int]]) -> Path | None:
     """Where a whole scan is kept, named by the digest of every path, size and mtime; None when the
     listing did not stat every file. Re-opening an unchanged 100k-image dataset then reads one file
-    instead of 100k cache rows (bench/scale_bench.py)."""
+    instead of 100k cache rows (bench/scale_bench.py). None below SNAPSHOT_MIN_FILES: no digest to build."""
+    if len(abs_paths) < SNAPSHOT_MIN_FILES:
+        return None
     try:
         lines = "\n".join(f"{p}\t{known[p][0]}\t{known[p][1]}" for p in abs_paths)
     except KeyError:
