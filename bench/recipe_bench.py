@@ -1,14 +1,14 @@
 """The default X-ray recipe end to end, and its ablation (issue 7).
 
 Usage:
-  python bench/recipe_bench.py [--data DIR] [--recipe xray|xray-imagenet] [--seed 0] [--test-dir DIR]
+  python bench/recipe_bench.py [--data DIR] [--recipe xray|xray-scratch] [--seed 0] [--test-dir DIR]
       trains the recipe on DIR (default ../shared/data/chest_xray/train) with its patient-grouped
       split, leaves a normal run folder in models/ (the dashboard opens it), prints validation
       figures, training minutes and peak memory, and evaluates the final model on --test-dir (a folder
       of class folders; default chest_xray/external-dev when present) at the threshold saved with the
       run, with the gap to validation. bench/generalisation_bench.py does this over seeds, with adapt.
   python bench/recipe_bench.py --ablation [--size 96] [--epochs 6] [--seeds 0 1] [--variants WORD ...]
-      trains the recipe and variants that each drop one choice, at a reduced size, and prints a
+      trains the scratch recipe (xray-scratch, the default of issue 7) and variants that each drop one choice, at a reduced size, and prints a
       table of validation AUC / accuracy on the grouped validation split and on a "shifted"
       validation (the same images under other exposures: gamma 0.6 and 1.6, contrast 0.6, blur),
       mean +/- sd over seeds.
@@ -124,7 +124,8 @@ def ablation(args: argparse.Namespace) -> None:
                 (run / "config.json").write_text(json.dumps({**cfg, "tta": False}))
             else:
                 overrides = {k: v for k, v in change.items() if k != "model"}
-                run = create_recipe_run("xray", args.data, seed=seed, runs_dir=runs_dir, epochs=args.epochs, tensorboard=False, **overrides)
+                run = create_recipe_run("xray-scratch", args.data, seed=seed, runs_dir=runs_dir, epochs=args.epochs, tensorboard=False,
+                                        **overrides)
                 cfg = json.loads((run / "config.json").read_text())
                 cfg["model"].update({"image_size": args.size, **change.get("model", {})})
                 cfg["pipeline"]["image_size"] = args.size
@@ -154,7 +155,7 @@ def ablation(args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT))
-    parser.add_argument("--recipe", default="xray", choices=("xray", "xray-imagenet"))
+    parser.add_argument("--recipe", default="xray", choices=("xray", "xray-scratch"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--test-dir", default=str(EXTERNAL_DEV) if EXTERNAL_DEV.is_dir() else None,

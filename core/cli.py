@@ -16,6 +16,7 @@ from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
 from core.models import MODEL_NAMES
+from core.recipes import RECIPES
 
 
 def _read(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--background", action="store_true", help="start as a separate job and return at once")
     train.add_argument("--create-only", action="store_true",
                        help="only create the run folder and print it (then start workers with --run RUN, e.g. under TF_CONFIG)")
-    train.add_argument("--recipe", choices=("xray", "xray-imagenet"), default=None,
-                       help="a named recipe (patient-grouped split, equalisation, tuned threshold); see core/recipes.py")
+    train.add_argument("--recipe", choices=RECIPES, default=None,
+                       help="a named recipe (patient-grouped split, tuned threshold, TTA): xray = ImageNet MobileNetV2 trained whole "
+                            "(needs its weights file), xray-scratch = xraynet (no weights); see core/recipes.py")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--external", action="append", default=[], metavar="DIR",
                        help="an external set (e.g. another hospital's class folders) scored after every epoch, never learned "

@@ -2,7 +2,8 @@
 they are the genuine files.
 
 Keras downloads ImageNet weights into ~/.keras/models. Here a *weights folder* is searched first
-(`MEDIMAGE_WEIGHTS_DIR`, several folders separated by ':', then ~/.keras/models), by the official
+(`MEDIMAGE_WEIGHTS_DIR`, several folders separated by ':', then the team's shared folder beside the
+checkout, ../shared/data/imagenet-weights, when it exists, then ~/.keras/models), by the official
 file name, so a machine without internet uses a copied file; only when none is found does Keras
 download. A found file is described with its size and SHA-256 and marked verified when it equals
 the hash Keras publishes for that name (in its applications' source).
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KERAS_MODELS = Path("~/.keras/models").expanduser()
+# Offline machines of the team keep genuine files here, so `python -m core train --recipe xray` works without setup.
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-weights"
 
 # The hashes Keras checks its downloads against: md5 (32 hex) or SHA-256 (64 hex), from
 # keras/src/applications/*.py (MobileNet v1's SHA-256 table is in Keras' newer releases).
@@ -90,9 +93,9 @@ def mobilenet_v2_file(alpha: float, size: int, top: bool) -> str:
 
 
 def weights_dirs() -> list[Path]:
-    """Where weight files are looked up, in order: MEDIMAGE_WEIGHTS_DIR (':'-separated), then Keras' cache."""
+    """Where weight files are looked up, in order: MEDIMAGE_WEIGHTS_DIR (':'-separated), the shared folder, Keras' cache."""
     extra = [Path(p).expanduser() for p in os.environ.get("MEDIMAGE_WEIGHTS_DIR", "").split(os.pathsep) if p.strip()]
-    return [*extra, KERAS_MODELS]
+    return [*extra, *([SHARED_WEIGHTS] if SHARED_WEIGHTS.is_dir() else []), KERAS_MODELS]
 
 
 def find_weights(file_name: str) -> Path | None:

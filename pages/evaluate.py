@@ -340,5 +340,6 @@ with tabs[9]:
         child_status = read_status(run.parent / st.session_state["adapt_result"])
         info = child_status.get("adaptation", {})
         st.success(f"Created {st.session_state['adapt_result']} from {child_status.get('parent')}: {info.get('images')} images, "
-                   f"{info.get('batchnorm_layers')} BatchNorm layers re-measured, estimated class mix {info.get('site_prior')}. "
+                   f"{info.get('batchnorm_layers')} BatchNorm layers re-measured, estimated class mix {info.get('site_prior')}"
+                   f"{' (' + info['prior_note'] + ')' if info.get('prior_note') else ''}. "
                    "Choose it in the Run list above or on the Predict page.")

@@ -11,7 +11,7 @@ from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
 from core.models import BACKBONES, MODEL_NAMES, build_model
-from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config
+from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
 from pages.common import active_dataset_name, device, load_dataset, source_label
@@ -21,15 +21,16 @@ st.title("Train")
 # ---- the form -----------------------------------------------------------------------------------
 sources = [active_dataset_name()] + [SAVED_PREFIX + d["name"] for d in list_definitions() if not d.get("error")]
 PRECISIONS = {"auto": "auto: {auto} here", "on": "mixed (16-bit)", "off": "float32"}
-RECIPE_CHOICES = {"Custom: the settings below": None, "X-ray recipe, from scratch (works offline)": "xray",
-                  "X-ray recipe, ImageNet backbone (needs weights)": "xray-imagenet"}
+RECIPE_CHOICES = {"Custom: the settings below": None, "X-ray recipe: ImageNet MobileNetV2, whole network (needs its weights file)": "xray",
+                  "X-ray recipe, from scratch (works offline)": "xray-scratch"}
 active = load_dataset(active_dataset_name())
 two_classes = active is not None and len(active.classes) == 2
 recipe_label = st.selectbox(
-    "Recipe", list(RECIPE_CHOICES), index=1 if two_classes else 0, key="train_recipe",
-    help="The X-ray recipe: patient-grouped split, grayscale xraynet with in-model histogram equalisation, augmentation for "
-         "other scanners, label smoothing, the threshold chosen on validation and saved, mirror test-time augmentation. "
-         "It sets everything but the dataset and epochs.",
+    "Recipe", list(RECIPE_CHOICES), index=(1 if weights_found("xray") else 2) if two_classes else 0, key="train_recipe",
+    help="The X-ray recipes: patient-grouped split, augmentation, label smoothing, the threshold chosen on validation and "
+         "saved, mirror test-time augmentation. 'xray' trains a whole ImageNet MobileNetV2 (the one that held up best on "
+         "another hospital's X-rays); 'from scratch' trains xraynet with in-model histogram equalisation and needs no "
+         "weights file. A recipe sets everything but the dataset and epochs.",
 )
 recipe = RECIPE_CHOICES[recipe_label]
 with st.form("train_form"):
@@ -44,8 +45,8 @@ with st.form("train_form"):
                                      "(a download, or the file in ~/.keras/models); 'none' starts from random numbers.")
     cols = st.columns(4)
     image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size", help=help_text("image size"))
-    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS if recipe else 10, key="train_epochs_recipe" if recipe else "train_epochs",
-                                 help=help_text("epoch"))
+    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS[recipe] if recipe else 10,
+                                  key=f"train_epochs_{recipe}" if recipe else "train_epochs", help=help_text("epoch"))
     batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch", help=help_text("batch size"))
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr",
                              help=help_text("learning rate"))
@@ -93,7 +94,7 @@ def external_sources(text: str) -> tuple[str, ...]:
 
 if submitted and recipe:
     try:
-        if recipe == "xray-imagenet":
+        if not weights_found(recipe):
             build_model(recipe_config(recipe, data).model)  # offline without weights: the message now, not a failed job
         run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision, external=external_sources(external_text))
         state = jobs.start(run)

@@ -61,6 +61,22 @@ def streamlit_server(timeout_s: float = 90) -> Iterator[str]:
                 proc.kill()
 
 
+def choose(page, label: str, option: str) -> None:
+    """Pick a selectbox option; typing filters the list and Enter picks the match. Retried: a click that lands
+    while the page is still rerunning is lost."""
+    box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text(label, exact=True))
+    for _ in range(3):
+        box.click()
+        page.keyboard.type(option)
+        page.keyboard.press("Enter")
+        for _ in range(30):
+            page.wait_for_timeout(500)
+            if box.get_by_role("combobox").input_value() == option:
+                return
+        page.keyboard.press("Escape")
+    raise AssertionError(f"could not choose {option} in {label}")
+
+
 _SAMPLE_JS = """([title, content]) => {
   const sidebar = document.querySelector("[data-testid='stSidebar']");
   const entries = sidebar ? [...sidebar.querySelectorAll("a")].map(a => a.innerText.trim().split("\\n").pop().trim()).filter(Boolean) : [];

@@ -25,8 +25,12 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Each test gets its own scan cache, so one test's cached facts cannot hide another's bug."""
+    """Each test gets its own scan cache, so one test's cached facts cannot hide another's bug. The shared weights
+    folder is not searched unless a test names it (MEDIMAGE_WEIGHTS_DIR), so "missing weights" paths are tested here too."""
+    from core import weights
+
     monkeypatch.setenv("MEDIMAGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "SHARED_WEIGHTS", tmp_path / "no-shared-weights")
 
 
 def write_png(path: Path, size=(16, 12), value: int = 128, mode: str = "L") -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import APP_PAGES, CHROMIUM, CHROMIUM_ARGS, sample_first_load, streamlit_server
+from tests.browser_helpers import APP_PAGES, CHROMIUM, CHROMIUM_ARGS, choose, sample_first_load, streamlit_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEST_XRAY = ROOT.parent / "shared" / "data" / "chest_xray" / "train"
@@ -25,6 +25,9 @@ def server_url():
     ARTIFACTS.mkdir(exist_ok=True)
     with streamlit_server() as url:
         yield url
+
+
+SCRATCH_RECIPE = "X-ray recipe, from scratch (works offline)"
 
 
 def sidebar_link(page, title: str):
@@ -119,6 +122,7 @@ def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
     """Start a run on the demo set, watch the curves move, extend by 2, stop, resume, see it complete."""
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
+    choose(page, "Recipe", SCRATCH_RECIPE)  # seconds an epoch; the preselected ImageNet recipe takes minutes
     page.get_by_role("spinbutton", name="Epochs").fill("10")  # 128 px: about a second an epoch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"running · epoch [1-5]/10")).first.wait_for(timeout=120_000)
@@ -165,27 +169,12 @@ def test_evaluate_and_predict_with_gradcam_in_chromium(server_url: str, page) ->
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
 
-    def choose(label: str, option: str) -> None:
-        """Pick an option; typing filters the list and Enter picks the match. Retried: a click that lands
-        while the page is still rerunning is lost."""
-        box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text(label, exact=True))
-        for _ in range(3):
-            box.click()
-            page.keyboard.type(option)
-            page.keyboard.press("Enter")
-            for _ in range(30):
-                page.wait_for_timeout(500)
-                if box.get_by_role("combobox").input_value() == option:
-                    return
-            page.keyboard.press("Escape")
-        raise AssertionError(f"could not choose {option} in {label}")
-
-    choose("Image", "CT_small.dcm")  # the DICOM: window presets and its facts appear
+    choose(page, "Image", "CT_small.dcm")  # the DICOM: window presets and its facts appear
     page.get_by_text("DICOM facts (no patient-identifying fields)").first.wait_for(timeout=60_000)
     page.get_by_text("Grad-CAM settings").first.click()
     page.get_by_text("Explain class", exact=True).wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
-    choose("Explain class", "NORMAL")
+    choose(page, "Explain class", "NORMAL")
     page.get_by_text(re.compile(r"Grad-CAM for NORMAL at layer")).first.wait_for(timeout=60_000)
     slider = page.locator("[data-testid='stSlider']").filter(has=page.get_by_text("Opacity", exact=True)).get_by_role("slider")
     slider.focus()
@@ -233,6 +222,7 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     labelled, flat = _shifted_site(tmp_path)
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
+    choose(page, "Recipe", SCRATCH_RECIPE)
     page.get_by_role("spinbutton", name="Epochs").fill("4")
     page.get_by_role("textbox", name=re.compile("External sets to watch")).fill(str(labelled))
     page.get_by_role("button", name="Start training").click()

@@ -120,7 +120,7 @@ def test_gap_sentences_say_when_the_gap_is_beyond_the_intervals(tmp_path: Path) 
 
 
 def test_em_recovers_a_shifted_class_mix() -> None:
-    from core.adapt import bayes_threshold, em_prior
+    from core.adapt import bayes_threshold, em_prior, prior_is_usable
 
     rng = np.random.default_rng(0)
     # calibrated posteriors under a 50/50 source: scores from two overlapping Gaussians of the logit
@@ -131,6 +131,11 @@ def test_em_recovers_a_shifted_class_mix() -> None:
     prior = em_prior(np.column_stack([1 - p, p]), np.array([0.5, 0.5]))
     assert abs(prior[1] - 0.8) < 0.03
     assert bayes_threshold(np.array([0.5, 0.5]), np.array([0.2, 0.8])) == pytest.approx(0.2)
+    assert prior_is_usable(prior)
+    # scores pushed up at the new site (an uncalibrated model): EM runs to the corner, and the estimate must not steer
+    shifted = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + 6)))
+    corner = em_prior(np.column_stack([1 - shifted, shifted]), np.array([0.5, 0.5]))
+    assert corner[1] > 0.98 and not prior_is_usable(corner)
 
 
 @pytest.mark.slow
@@ -177,6 +182,32 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     theirs = keras.saving.load_model(twin / "best.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
     assert read_status(twin)["threshold"] == status["threshold"]
+
+
+def test_adaptation_moves_only_shallow_learned_batchnorm() -> None:
+    """AdaBN re-measures the BatchNorm layers at >= 1/4 of the input's width whose statistics came from training:
+    deep ones also follow the site's class mix (re-measuring all of them cost a whole-network MobileNetV2 2-3 points
+    on another hospital), and a frozen ImageNet backbone's statistics are ImageNet's."""
+    import keras
+
+    from core.adapt import SHALLOW_FRACTION, _all_layers, learned_norms
+    from core.models import ModelConfig, build_model
+
+    def norms(model):
+        return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+    full = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="full")
+    model = build_model(full)
+    chosen = learned_norms(model, full)
+    assert chosen and all(layer.output.shape[2] >= 96 * SHALLOW_FRACTION for layer in chosen)
+    deep = [layer for layer in norms(model) if layer.output.shape[2] < 96 * SHALLOW_FRACTION]
+    assert deep and not {id(layer) for layer in deep} & {id(layer) for layer in chosen}
+    frozen = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="feature_extraction")
+    assert learned_norms(build_model(frozen), frozen) == []
+    scratch = ModelConfig(name="xraynet", image_size=96, intensity="equalize", dense=())
+    xraynet = build_model(scratch)
+    widths = sorted({layer.output.shape[2] for layer in learned_norms(xraynet, scratch)})
+    assert widths and min(widths) >= 24 and len(learned_norms(xraynet, scratch)) < len(norms(xraynet))
 
 
 def test_adaptation_refuses_bad_input(tmp_path: Path) -> None:

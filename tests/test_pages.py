@@ -167,7 +167,8 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
     assert not at.exception
-    assert at.selectbox(key="train_recipe").value.startswith("X-ray recipe, from scratch")  # preselected for two classes
+    # preselected for two classes: the scratch recipe where the ImageNet recipe's weights file is not found (here)
+    assert at.selectbox(key="train_recipe").value.startswith("X-ray recipe, from scratch")
     at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
     at.number_input(key="train_size").set_value(32)
     at.number_input(key="train_epochs").set_value(1)
@@ -210,10 +211,10 @@ def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch, tmp_
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
-    assert at.number_input(key="train_epochs_recipe").value == 14
-    at.number_input(key="train_epochs_recipe").set_value(1)
+    assert at.number_input(key="train_epochs_xray-scratch").value == 14
+    at.number_input(key="train_epochs_xray-scratch").set_value(1)
     at.button[0].click().run()
-    assert not at.exception and any("xray recipe" in s.value for s in at.success)
+    assert not at.exception and any("xray-scratch recipe" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["name"] == "xraynet" and config["rows"] == "rows.csv" and config["epochs"] == 1
@@ -230,7 +231,7 @@ def test_train_page_starts_the_xray_recipe(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)  # no download, and no file in the weights folders
     monkeypatch.setattr(weights, "KERAS_MODELS", tmp_path / "empty")
     monkeypatch.setenv("MEDIMAGE_WEIGHTS_DIR", str(tmp_path / "empty"))
-    at.selectbox(key="train_recipe").set_value("X-ray recipe, ImageNet backbone (needs weights)").run()
+    at.selectbox(key="train_recipe").set_value("X-ray recipe: ImageNet MobileNetV2, whole network (needs its weights file)").run()
     at.button[0].click().run()
     assert not at.exception and any("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in e.value for e in at.error)
 

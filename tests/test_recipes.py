@@ -83,23 +83,28 @@ def test_exposure_augmentation_changes_midtones_within_range() -> None:
 
 
 def test_recipe_configs() -> None:
-    assert RECIPES == ("xray", "xray-imagenet")
-    scratch = recipe_config("xray", "demo")
+    assert RECIPES == ("xray", "xray-scratch")
+    scratch = recipe_config("xray-scratch", "demo")
     assert scratch.model.name == "xraynet" and scratch.model.weights == "none" and scratch.model.channels == 1
     assert scratch.model.intensity == "equalize" and scratch.tta and scratch.tune_threshold and scratch.label_smoothing == 0.1
     assert scratch.monitor == "val_loss" and scratch.class_weighting and scratch.augment.flip == "horizontal"
     assert TrainConfig.from_dict(scratch.to_dict()) == scratch
     # early stopping cannot end the default run early: it watches from epoch 9 with patience 5
     assert scratch.early_stopping_start + scratch.early_stopping_patience >= scratch.epochs - 1
-    imagenet = recipe_config("xray-imagenet", "demo")
-    assert imagenet.model.weights == "imagenet" and imagenet.model.channels == 3
+    default = recipe_config("xray", "demo")  # the whole ImageNet network trains, BatchNorm statistics included
+    assert default.model.name == "mobilenetv2" and default.model.weights == "imagenet" and default.model.channels == 3
+    assert default.model.freeze == "full" and default.model.image_size == 224 and default.fine_tune_epochs == 0
+    assert default.learning_rate == 1e-4 and default.step_decay_every == 3 and not default.reduce_lr_patience
+    assert default.tta and default.tune_threshold and default.monitor == "val_loss" and default.epochs == 12
+    assert default.early_stopping_start + default.early_stopping_patience >= default.epochs - 1
+    assert TrainConfig.from_dict(default.to_dict()) == default
     with pytest.raises(ValueError):
         recipe_config("nope", "demo")
 
 
 @pytest.mark.slow
 def test_recipe_run_saves_a_validation_threshold_used_by_predictions(tmp_path: Path) -> None:
-    run = create_recipe_run("xray", "demo", runs_dir=tmp_path, epochs=2, tensorboard=False)
+    run = create_recipe_run("xray-scratch", "demo", runs_dir=tmp_path, epochs=2, tensorboard=False)
     config = read_json(run / "config.json")
     config["model"]["image_size"] = config["pipeline"]["image_size"] = 48
     (run / "config.json").write_text(__import__("json").dumps(config))

@@ -34,6 +34,19 @@ def test_official_names_and_hash_verification(tmp_path: Path, monkeypatch: pytes
     assert "MEDIMAGE_WEIGHTS_DIR" in weight_files.where_to_put("x.h5") and str(tmp_path) in weight_files.where_to_put("x.h5")
 
 
+def test_the_shared_weights_folder_is_searched_without_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m core train --recipe xray` on a team machine finds ../shared/data/imagenet-weights with no env var."""
+    shared = tmp_path / "shared-weights"
+    shared.mkdir()
+    (shared / "mobilenet_2_5_224_tf.h5").write_bytes(b"x")
+    monkeypatch.delenv("MEDIMAGE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(weight_files, "SHARED_WEIGHTS", shared)
+    assert weight_files.weights_dirs() == [shared, weight_files.KERAS_MODELS]
+    assert weight_files.find_weights("mobilenet_2_5_224_tf.h5") == shared / "mobilenet_2_5_224_tf.h5"
+    monkeypatch.setattr(weight_files, "SHARED_WEIGHTS", tmp_path / "absent")
+    assert weight_files.weights_dirs() == [weight_files.KERAS_MODELS]
+
+
 @needs_weights
 def test_shared_weights_verify_and_are_really_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIMAGE_WEIGHTS_DIR", str(SHARED_WEIGHTS))
