@@ -158,6 +158,17 @@ def test_lab_page_augmentation_preview() -> None:
     assert len(at.get("image")) >= 3
 
 
+def test_train_page_preselects_the_imagenet_recipe_when_its_weights_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.weights import mobilenet_v2_file
+
+    (tmp_path / mobilenet_v2_file(0.35, 224, top=False)).write_bytes(b"found")  # only its presence is checked here
+    monkeypatch.setenv("MEDIMAGE_WEIGHTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_recipe").value.startswith("X-ray recipe: ImageNet MobileNetV2")
+    assert at.number_input(key="train_epochs_xray").value == 12
+
+
 @pytest.mark.slow
 def test_train_page_starts_a_job_and_shows_it() -> None:
     import time
