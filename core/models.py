@@ -315,19 +315,9 @@ def _backbone(config: ModelConfig):
     return base
 
 
-# A backbone trained whole re-learns its BatchNorm statistics. MobileNetV2 ships momentum 0.999: a memory of ~1,000
-# steps, 7 epochs of the chest set, so after 10 epochs its moving statistics still held the start of training. Measured
-# on a whole-network run's validation split: re-measuring them gave loss 0.176 -> 0.103, accuracy at 0.5 0.935 -> 0.971,
-# AUC 0.994 -> 0.999. Keras' default momentum, 0.99, remembers under one epoch.
-FULL_TRAINING_BN_MOMENTUM = 0.99
-
-
 def _freeze(base, config: ModelConfig) -> None:
     if config.freeze == "full":
         base.trainable = True
-        for layer in base.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = min(layer.momentum, FULL_TRAINING_BN_MOMENTUM)
     elif config.freeze == "feature_extraction":
         base.trainable = False
     else:  # fine-tune the last N layers; BatchNorm stays frozen so its statistics are not wrecked

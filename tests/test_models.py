@@ -41,22 +41,6 @@ def test_freeze_modes() -> None:
     assert counts[0] < counts[1] < counts[2]
 
 
-def test_a_backbone_trained_whole_keeps_a_short_batchnorm_memory(tmp_path: Path) -> None:
-    """MobileNetV2's momentum 0.999 left its moving statistics 7 epochs behind the weights; trained whole it uses 0.99,
-    and the saved model keeps it (a resumed run goes on with it). A frozen backbone's statistics are left as shipped."""
-    from core.adapt import _all_layers
-    from core.models import FULL_TRAINING_BN_MOMENTUM
-
-    def momenta(model) -> set[float]:
-        return {layer.momentum for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)}
-
-    full = build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=3, freeze="full"))
-    assert momenta(full) == {FULL_TRAINING_BN_MOMENTUM}
-    full.save(tmp_path / "m.keras")
-    assert momenta(keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)) == {FULL_TRAINING_BN_MOMENTUM}
-    assert momenta(build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=3, freeze="feature_extraction"))) == {0.999}
-
-
 def test_saved_model_loads_in_safe_mode(tmp_path: Path) -> None:
     model = build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=1))
     path = tmp_path / "m.keras"
