@@ -166,7 +166,7 @@ def test_train_page_preselects_the_imagenet_recipe_when_its_weights_are_found(tm
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     at.switch_page("pages/train.py").run()
     assert not at.exception and at.selectbox(key="train_recipe").value.startswith("X-ray recipe: ImageNet MobileNetV2")
-    assert at.number_input(key="train_epochs_xray").value == 12
+    assert at.number_input(key="train_epochs_xray").value == 10
 
 
 @pytest.mark.slow

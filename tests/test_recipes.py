@@ -94,8 +94,8 @@ def test_recipe_configs() -> None:
     default = recipe_config("xray", "demo")  # the whole ImageNet network trains, BatchNorm statistics included
     assert default.model.name == "mobilenetv2" and default.model.weights == "imagenet" and default.model.channels == 3
     assert default.model.freeze == "full" and default.model.image_size == 224 and default.fine_tune_epochs == 0
-    assert default.learning_rate == 1e-4 and default.step_decay_every == 3 and not default.reduce_lr_patience
-    assert default.tta and default.tune_threshold and default.monitor == "val_loss" and default.epochs == 12
+    assert default.learning_rate == 1e-4 and not default.step_decay_every and default.reduce_lr_patience == 2
+    assert default.tta and default.tune_threshold and default.monitor == "val_loss" and default.epochs == 10
     assert default.early_stopping_start + default.early_stopping_patience >= default.epochs - 1
     assert TrainConfig.from_dict(default.to_dict()) == default
     with pytest.raises(ValueError):
