@@ -30,6 +30,20 @@ def server_url():
 SCRATCH_RECIPE = "X-ray recipe, from scratch (works offline)"
 
 
+def choose_scratch_recipe(page) -> None:
+    """Pick the scratch recipe and wait for its own Epochs field (each recipe has one, with its default): typing into
+    the field before the rerun swaps it in types into the field that is about to go."""
+    from core.recipes import RECIPE_EPOCHS
+
+    choose(page, "Recipe", SCRATCH_RECIPE)
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    for _ in range(60):
+        if epochs.input_value() == str(RECIPE_EPOCHS["xray-scratch"]):
+            return
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the scratch recipe's Epochs field did not appear (shows {epochs.input_value()})")
+
+
 def sidebar_link(page, title: str):
     """The app's own link to a page in the sidebar (drawn by app.py; Streamlit's automatic list is off)."""
     return page.locator("[data-testid='stSidebar'] a", has_text=title).first
@@ -122,7 +136,7 @@ def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
     """Start a run on the demo set, watch the curves move, extend by 2, stop, resume, see it complete."""
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
-    choose(page, "Recipe", SCRATCH_RECIPE)  # seconds an epoch; the preselected ImageNet recipe takes minutes
+    choose_scratch_recipe(page)  # seconds an epoch; the preselected ImageNet recipe takes minutes
     page.get_by_role("spinbutton", name="Epochs").fill("10")  # 128 px: about a second an epoch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"running · epoch [1-5]/10")).first.wait_for(timeout=120_000)
@@ -222,7 +236,7 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     labelled, flat = _shifted_site(tmp_path)
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
-    choose(page, "Recipe", SCRATCH_RECIPE)
+    choose_scratch_recipe(page)
     page.get_by_role("spinbutton", name="Epochs").fill("4")
     page.get_by_role("textbox", name=re.compile("External sets to watch")).fill(str(labelled))
     page.get_by_role("button", name="Start training").click()
