@@ -266,7 +266,7 @@ def weights_hint(name: str, alpha: float = 1.0, size: int = 224) -> str:
 
 
 def imagenet_weights_file(config: ModelConfig) -> Path | None:
-    """The backbone's official ImageNet file found in a weights folder (MEDIMAGE_WEIGHTS_DIR, ~/.keras/models), or None."""
+    """The backbone's official ImageNet file found in a weights folder (core.weights.weights_dirs), or None."""
     return weight_files.find_weights(BACKBONES[config.name].file_for(config.alpha, config.image_size))
 
 
