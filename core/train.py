@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core import multiworker_fixes
-from core.atomic import write_json, write_text
+from core.atomic import write_bytes, write_json, write_text
 from core.augment import AugmentConfig
 from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_digest
 from core.dataset_store import open_source
@@ -66,6 +66,7 @@ class TrainConfig:
     fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze the last layers for this many more
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
     external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
+    ema: float = 0.0  # 0 = off; else the momentum of an exponential average of the weights, which validation, checkpoints use
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -250,7 +251,20 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         "ordinal": [keras.metrics.MeanAbsoluteError(name="mae")],
     }[head]
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[config.optimizer]
-    model.compile(optimizer=optimizer(learning_rate=config.learning_rate), loss=loss, metrics=metrics)
+    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
+    model.compile(optimizer=optimizer(learning_rate=config.learning_rate, **averaging), loss=loss, metrics=metrics)
+
+
+def averaged_weights_swap(resumed: bool) -> keras.callbacks.SwapEMAWeights:
+    """Keras' swap of the optimizer's weight average into the model at each epoch's end. First among the callbacks, so
+    validation, best/last checkpoints and the external monitor all see the averaged weights.
+
+    A checkpoint written at an epoch's end therefore holds the average as the model's weights and the raw weights in
+    the optimizer's average slots. Resuming from it, the swap starts in the 'average in the model' state, so the first
+    epoch swaps them back and training continues exactly where it stopped (not from the average)."""
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    swap._ema_weights_in_model = resumed  # noqa: SLF001 - Keras keeps this state private and has no resume hook
+    return swap
 
 
 def precision_for(setting: str) -> str:
@@ -378,6 +392,8 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         recorder.set_model(model)
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
+        if config.ema:
+            callbacks.insert(0, averaged_weights_swap(resumed=initial_epoch > 0))
         if member.distributed:
             callbacks.append(ClusterEcho(member))
         if config.early_stopping_patience and val_ds is not None:
@@ -417,9 +433,12 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             if done == 0 or (model.stop_training and not recorder.extend):
                 break  # early stopping (or a stop) ended it; an extend request during the fit continues it
             recorder.extend = 0
-        save_model_atomic(model, run / "final.keras")
-        if not (run / "best.keras").exists() and (run / "last.keras").exists():
-            shutil.copyfile(run / "last.keras", run / "best.keras")
+        if config.ema and last.exists():  # the last epoch's averaged weights (the model may hold the raw ones now)
+            write_bytes(run / "final.keras", last.read_bytes())
+        else:
+            save_model_atomic(model, run / "final.keras")
+        if not (run / "best.keras").exists() and last.exists():
+            write_bytes(run / "best.keras", last.read_bytes())
         if config.tune_threshold and config.model.head == "binary" and len(val) and not recorder.stopped_by_user:
             from core.evaluate import tune_threshold
 

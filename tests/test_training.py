@@ -257,6 +257,35 @@ def test_early_stopping_waits_for_its_start_epoch(tmp_path: Path) -> None:
         assert read_metrics(run)["epoch"].tolist() == epochs, start
 
 
+def test_weight_average_is_what_checkpoints_hold_and_survives_a_stop(tmp_path: Path) -> None:
+    """With an average so slow it barely leaves the initial weights, every saved model must hold it, not the trained
+    weights; and a run stopped after epoch 1 and resumed must go on averaging the raw weights (a resume that swapped
+    wrongly would restart from the average and leave the epoch-1 weights as its 'average')."""
+    import keras
+    import numpy as np
+
+    from core.models import build_model
+    from core.train import TrainConfig, run_job
+
+    def moved(run: Path, name: str) -> float:
+        keras.utils.set_random_seed(0)  # the job's seed: the same initial weights
+        start = build_model(TrainConfig.from_dict(_config()).model)
+        saved = keras.saving.load_model(run / name)
+        return max(float(np.abs(a - b).max()) for a, b in zip(saved.trainable_weights, start.trainable_weights, strict=True))
+
+    plain = create_run(_config(epochs=1, mixed_precision="off", tensorboard=False), tmp_path)
+    assert run_job(plain, verbose=0) == "completed"
+    assert moved(plain, "best.keras") > 0.01
+    averaged = create_run(_config(epochs=3, ema=0.99999, mixed_precision="off", tensorboard=False), tmp_path)
+    request(averaged, stop="after_epoch")
+    assert run_job(averaged, verbose=0) == "stopped"
+    assert read_status(averaged)["epoch"] == 1
+    assert run_job(averaged, verbose=0) == "completed"
+    assert read_metrics(averaged)["epoch"].tolist() == [1, 2, 3]
+    for name in ("best.keras", "last.keras", "final.keras"):
+        assert moved(averaged, name) < 0.003, name
+
+
 def test_dwell_and_step_decay_callbacks() -> None:
     import keras
     import numpy as np
