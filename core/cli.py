@@ -46,11 +46,11 @@ def _scan(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _momentum(text: str) -> float:
-    """--ema's value: 0 (off) or a momentum below 1 (1 would never move the average off the initial weights)."""
+def _horizon(text: str) -> float:
+    """--ema-epochs' value: 0 (off) or a positive number of epochs."""
     value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or between 0 and 1, e.g. 0.998; got {text}")
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number of epochs, e.g. 3; got {text}")
     return value
 
 
@@ -87,7 +87,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
-                         fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema=args.ema)
+                         fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -271,9 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="backbones: after --epochs of feature extraction, unfreeze the last layers for this many epochs")
     train.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the fine-tuning phase")
     train.add_argument("--fine-tune-layers", type=int, default=20, help="how many of the backbone's last layers fine-tuning trains")
-    train.add_argument("--ema", type=_momentum, default=0.0, metavar="MOMENTUM",
-                       help="average the weights (exponential moving average, e.g. 0.998); validation and checkpoints use the "
-                            "average; 0 = off")
+    train.add_argument("--ema-epochs", type=_horizon, default=0.0, metavar="N",
+                       help="average the weights over about N epochs (an exponential moving average); validation, checkpoints "
+                            "and predictions use the average; 0 = off")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,

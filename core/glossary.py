@@ -38,6 +38,8 @@ GLOSSARY: dict[str, str] = {
                     "disease, not the exact pictures.",
     "class weights": "Counting mistakes on the rarer class more, so the model cannot score well by calling everything the "
                      "common class.",
+    "weight averaging": "Keeping a running average of the model's settings over the last few epochs and using the average: "
+                        "it depends less on the exact epoch training stopped at. 0 epochs turns it off.",
     "validation split": "Images kept out of training and used to choose the best epoch and the threshold; the test split is "
                         "kept for the final, honest score.",
     "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "

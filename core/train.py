@@ -66,7 +66,7 @@ class TrainConfig:
     fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze the last layers for this many more
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
     external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
-    ema: float = 0.0  # 0 = off; else the momentum of an exponential average of the weights, which validation, checkpoints use
+    ema_epochs: float = 0.0  # 0 = off; else the weights are averaged (exponentially) over about this many epochs: see ema_momentum
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -240,7 +240,14 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _compile(model: keras.Model, config: TrainConfig) -> None:
+def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
+    """The optimizer's weight-average momentum for a horizon in epochs: 1 - 1/(horizon in steps). A horizon in epochs
+    means the same on 50 images and on 100,000 (a fixed momentum such as 0.998 spans 500 steps: 3.4 epochs of the
+    chest X-rays, 50 of the demo set, where the average would barely leave the initial weights)."""
+    return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
+
+
+def _compile(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     head = config.model.head
     loss = {"binary": keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing),
             "multiclass": "sparse_categorical_crossentropy", "ordinal": "mse"}[head]
@@ -251,7 +258,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         "ordinal": [keras.metrics.MeanAbsoluteError(name="mae")],
     }[head]
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[config.optimizer]
-    averaging = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
+    averaging = {"use_ema": True, "ema_momentum": ema_momentum(config.ema_epochs, steps_per_epoch)} if config.ema_epochs else {}
     model.compile(optimizer=optimizer(learning_rate=config.learning_rate, **averaging), loss=loss, metrics=metrics)
 
 
@@ -292,13 +299,13 @@ def weights_label(model: ModelConfig) -> str:
     return describe(model.weights, BACKBONES[model.name].file_for(model.alpha, model.image_size)).label
 
 
-def unfreeze_for_fine_tuning(model: keras.Model, config: TrainConfig) -> None:
+def unfreeze_for_fine_tuning(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     """The seeds' second phase: unfreeze the backbone's last `fine_tune_layers` layers (BatchNorm stays frozen)
     and recompile with the lower `fine_tune_lr`; the optimizer starts afresh, as in Keras' fine-tuning guide."""
     from core.models import set_backbone_trainable
 
     set_backbone_trainable(model, replace(config.model, freeze="fine_tune"))
-    _compile(model, replace(config, learning_rate=config.fine_tune_lr))
+    _compile(model, replace(config, learning_rate=config.fine_tune_lr), steps_per_epoch)
 
 
 def distribution_strategy():
@@ -373,6 +380,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         if config.class_weighting and config.model.head != "ordinal":
             by_label = class_weights(train["label"])
             weights = {classes.index(label): w for label, w in by_label.items()}
+        steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         last = run / "last.keras"
         status = read_status(run)
         with strategy.scope():
@@ -381,10 +389,9 @@ def _train(run: Path, verbose: int, member: Role) -> str:
                 initial_epoch = int(read_json(run / "last.json").get("epoch", 0))
             else:
                 model = build_model(config.model)
-                _compile(model, config)
+                _compile(model, config, steps)
                 initial_epoch = 0
                 write_status(run, weights=weights_label(config.model))
-        steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         recorder = RunRecorder(run, config, steps, initial_epoch, controls=not member.distributed)
         recorder.epochs = max(int(status.get("epochs", config.epochs)), config.epochs + config.fine_tune_epochs)
         write_status(run, classes=classes, precision=policy, epochs=recorder.epochs, epoch=initial_epoch,
@@ -392,7 +399,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         recorder.set_model(model)
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
-        if config.ema:
+        if config.ema_epochs:
             callbacks.insert(0, averaged_weights_swap(resumed=initial_epoch > 0))
         if member.distributed:
             callbacks.append(ClusterEcho(member))
@@ -416,7 +423,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             tuning = bool(read_status(run).get("fine_tuning"))
             if switch is not None and not tuning and epoch >= switch:
                 with strategy.scope():
-                    unfreeze_for_fine_tuning(model, config)
+                    unfreeze_for_fine_tuning(model, config, steps)
                 write_status(run, fine_tuning=True, fine_tune_from_epoch=epoch)
                 tuning = True
             end = recorder.epochs if switch is None or tuning else min(switch, recorder.epochs)
@@ -433,7 +440,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             if done == 0 or (model.stop_training and not recorder.extend):
                 break  # early stopping (or a stop) ended it; an extend request during the fit continues it
             recorder.extend = 0
-        if config.ema and last.exists():  # the last epoch's averaged weights (the model may hold the raw ones now)
+        if config.ema_epochs and last.exists():  # the last epoch's averaged weights (the model may hold the raw ones now)
             write_bytes(run / "final.keras", last.read_bytes())
         else:
             save_model_atomic(model, run / "final.keras")

@@ -171,6 +171,7 @@ def test_train_page_preselects_the_imagenet_recipe_when_its_weights_are_found(tm
 
 @pytest.mark.slow
 def test_train_page_starts_a_job_and_shows_it() -> None:
+    import json
     import time
 
     from core.runs import effective_state, list_runs, read_status
@@ -185,9 +186,11 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at.number_input(key="train_epochs").set_value(1)
     assert at.selectbox(key="train_precision").value == "auto"
     at.selectbox(key="train_precision").set_value("off")
+    at.number_input(key="train_ema").set_value(2.0)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
+    assert json.loads((run / "config.json").read_text())["ema_epochs"] == 2.0  # the job averages its weights
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)

@@ -276,7 +276,7 @@ def test_weight_average_is_what_checkpoints_hold_and_survives_a_stop(tmp_path: P
     plain = create_run(_config(epochs=1, mixed_precision="off", tensorboard=False), tmp_path)
     assert run_job(plain, verbose=0) == "completed"
     assert moved(plain, "best.keras") > 0.01
-    averaged = create_run(_config(epochs=3, ema=0.99999, mixed_precision="off", tensorboard=False), tmp_path)
+    averaged = create_run(_config(epochs=3, ema_epochs=1000, mixed_precision="off", tensorboard=False), tmp_path)
     request(averaged, stop="after_epoch")
     assert run_job(averaged, verbose=0) == "stopped"
     assert read_status(averaged)["epoch"] == 1
