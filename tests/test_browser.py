@@ -36,7 +36,7 @@ def choose_scratch_recipe(page) -> None:
     from core.recipes import RECIPE_EPOCHS
 
     choose(page, "Recipe", SCRATCH_RECIPE)
-    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     for _ in range(60):
         if epochs.input_value() == str(RECIPE_EPOCHS["xray-scratch"]):
             return
@@ -137,7 +137,7 @@ def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
     choose_scratch_recipe(page)  # seconds an epoch; the preselected ImageNet recipe takes minutes
-    page.get_by_role("spinbutton", name="Epochs").fill("10")  # 128 px: about a second an epoch
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("10")  # 128 px: about a second an epoch
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"running · epoch [1-5]/10")).first.wait_for(timeout=120_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the curves are there and moving
@@ -237,7 +237,7 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     page.goto(f"{server_url}/train")
     page.get_by_role("button", name="Start training").wait_for(timeout=120_000)
     choose_scratch_recipe(page)
-    page.get_by_role("spinbutton", name="Epochs").fill("4")
+    page.get_by_role("spinbutton", name="Epochs", exact=True).fill("4")
     page.get_by_role("textbox", name=re.compile("External sets to watch")).fill(str(labelled))
     page.get_by_role("button", name="Start training").click()
     page.get_by_text(re.compile(r"running · epoch [1-4]/4")).first.wait_for(timeout=120_000)
