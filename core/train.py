@@ -243,7 +243,7 @@ class RunRecorder(keras.callbacks.Callback):
 def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
     """The optimizer's weight-average momentum for a horizon in epochs: 1 - 1/(horizon in steps). A horizon in epochs
     means the same on 50 images and on 100,000 (a fixed momentum such as 0.998 spans 500 steps: 3.4 epochs of the
-    chest X-rays, 50 of the demo set, where the average would barely leave the initial weights)."""
+    chest X-rays, 36 of the demo set (14 steps an epoch), where the average would barely leave the initial weights)."""
     return 1.0 - 1.0 / max(1.0, epochs * steps_per_epoch)
 
 
