@@ -22,6 +22,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
     "--disable-background-networking", "--disable-component-update",
 ]
+ARTIFACTS = ROOT / "test-artifacts"
 APP_PAGES = {"Home", "Dataset", "Preprocessing lab", "Train", "Evaluate", "Predict"}
 
 
@@ -75,6 +76,33 @@ def choose(page, label: str, option: str) -> None:
                 return
         page.keyboard.press("Escape")
     raise AssertionError(f"could not choose {option} in {label}")
+
+
+def wait_until_idle(page, timeout_ms: int = 120_000) -> None:
+    """Until the app is connected and no script run is under way (Streamlit marks both on its root element): a click
+    that lands mid-rerun can be lost, and a rerun can replace the element being clicked."""
+    page.wait_for_timeout(300)  # a rerun just asked for may not have started yet
+    page.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+                           ":not([data-test-script-state='running']):not([data-test-script-state='rerunRequested'])",
+                           timeout=timeout_ms)
+
+
+def click_in_tab(page, tab: str, button: str, attempts: int = 3) -> None:
+    """Click a button inside a tab, choosing the tab again if a rerun showed another one (seen on a loaded CI
+    machine: the Evaluate page came back on its first tab after a rerun, and the button went out of reach)."""
+    target = page.get_by_role("button", name=button, exact=True)
+    for attempt in range(attempts):
+        wait_until_idle(page)
+        if not target.is_visible():
+            page.get_by_role("tab", name=tab).click()
+        try:
+            target.click(timeout=20_000)
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError; retried, then reported with a screenshot
+            if attempt == attempts - 1:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"click_in_tab_{button}.png"), full_page=True)
+                raise
 
 
 _SAMPLE_JS = """([title, content]) => {

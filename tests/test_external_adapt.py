@@ -154,14 +154,15 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
         return binary_summary(predictions, classes, float(read_status(run).get("threshold", 0.5)), n_boot=10)
 
     # a site whose shift breaks this model: the claim is that adaptation recovers a broken model, and how robust a
-    # given training happens to be varies
+    # given training happens to be varies. Measured over 6 trainings, the first shift at <= 0.65 was at 0.50 (one class
+    # for every image) and adaptation gave 0.78-0.98; a model that a shift only dents (0.74) may gain less than 0.1.
     for contrast, offset in ((0.45, 110), (0.3, 140), (0.2, 160)):
         labelled, flat = _shifted_site(tmp_path / f"site-{contrast}", contrast, offset)
         before = accuracy(watched_run, labelled)
-        if before["accuracy"] <= 0.75:
+        if before["accuracy"] <= 0.65:
             break
     else:
-        pytest.fail(f"no synthetic shift brought the model below 0.75 (last: {before['accuracy']:.2f})")
+        pytest.fail(f"no synthetic shift brought the model to 0.65 or below (last: {before['accuracy']:.2f})")
     out = subprocess.run([sys.executable, "-m", "core", "adapt", str(watched_run), "--images", str(flat), "--json"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -184,10 +185,11 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     assert read_status(twin)["threshold"] == status["threshold"]
 
 
-def test_adaptation_moves_only_shallow_learned_batchnorm() -> None:
-    """AdaBN re-measures the BatchNorm layers at >= 1/4 of the input's width whose statistics came from training:
-    deep ones also follow the site's class mix (re-measuring all of them cost a whole-network MobileNetV2 2-3 points
-    on another hospital), and a frozen ImageNet backbone's statistics are ImageNet's."""
+def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() -> None:
+    """AdaBN re-measures the BatchNorm layers whose statistics came from training: all of a scratch model's, and of a
+    backbone trained in full the ones at >= 1/4 of the input's width (its deep ones also follow the site's class mix:
+    re-measuring all of them cost a whole-network MobileNetV2 2-3 points on another hospital). A frozen ImageNet
+    backbone's statistics are ImageNet's and stay."""
     import keras
 
     from core.adapt import SHALLOW_FRACTION, _all_layers, learned_norms
@@ -204,10 +206,11 @@ def test_adaptation_moves_only_shallow_learned_batchnorm() -> None:
     assert deep and not {id(layer) for layer in deep} & {id(layer) for layer in chosen}
     frozen = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="feature_extraction")
     assert learned_norms(build_model(frozen), frozen) == []
+    # a scratch model's layers all learned on the training images and all carry the scanner's shift: every one moves
     scratch = ModelConfig(name="xraynet", image_size=96, intensity="equalize", dense=())
     xraynet = build_model(scratch)
     widths = sorted({layer.output.shape[2] for layer in learned_norms(xraynet, scratch)})
-    assert widths and min(widths) >= 24 and len(learned_norms(xraynet, scratch)) < len(norms(xraynet))
+    assert learned_norms(xraynet, scratch) == norms(xraynet) and min(widths) < 96 * SHALLOW_FRACTION
 
 
 def test_adaptation_refuses_bad_input(tmp_path: Path) -> None:
