@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _shifted_site(root: Path, contrast: float = 0.45, offset: float = 110) -> tuple[Path, Path]:
     """The demo's validation and test images as another scanner would give them (slight blur, less contrast, a
     bright offset, noise): once in class folders (labelled, for scoring) and once flat (what adaptation gets).
-    How much a given shift hurts a trained model varies from training to training (0.45 / +110 measured 0.52-0.67
-    unadapted in three trainings, 0.95 in a fourth), so the adaptation test picks the first of several strengths
-    that breaks its model."""
+    How much a given shift hurts a trained model varies from training to training: 0.45 / +110 (the default, the
+    site the watched runs see) left 12 trainings at 0.50-0.97, so the adaptation test uses a dark site (0.5 / +0),
+    which broke all 12."""
     from core.dataset import open_dataset
 
     table = open_dataset("demo").table
@@ -153,16 +153,12 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
         predictions = predict_table(run, open_dataset(str(labelled)).table, "site-check")
         return binary_summary(predictions, classes, float(read_status(run).get("threshold", 0.5)), n_boot=10)
 
-    # a site whose shift breaks this model: the claim is that adaptation recovers a broken model, and how robust a
-    # given training happens to be varies. Measured over 6 trainings, the first shift at <= 0.65 was at 0.50 (one class
-    # for every image) and adaptation gave 0.78-0.98; a model that a shift only dents (0.74) may gain less than 0.1.
-    for contrast, offset in ((0.45, 110), (0.3, 140), (0.2, 160)):
-        labelled, flat = _shifted_site(tmp_path / f"site-{contrast}", contrast, offset)
-        before = accuracy(watched_run, labelled)
-        if before["accuracy"] <= 0.65:
-            break
-    else:
-        pytest.fail(f"no synthetic shift brought the model to 0.65 or below (last: {before['accuracy']:.2f})")
+    # a dark, low-contrast site (an underexposed scanner): it broke all 12 trainings measured (accuracy 0.50, every image
+    # one class; AUC 0.62-0.94), and adaptation gave 0.86-1.00 (AUC >= 0.99). The bright shift the fixture watches breaks
+    # some trainings and only dents others (0.74-0.97), which left too little to recover for a fixed margin.
+    labelled, flat = _shifted_site(tmp_path / "dark-site", contrast=0.5, offset=0)
+    before = accuracy(watched_run, labelled)
+    assert before["accuracy"] <= 0.65, f"the dark site no longer breaks the model ({before['accuracy']:.2f}): nothing to recover"
     out = subprocess.run([sys.executable, "-m", "core", "adapt", str(watched_run), "--images", str(flat), "--json"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -174,7 +170,7 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     assert not list(child.glob(".*.keras"))  # written atomically: no temporary model left
 
     after = accuracy(child, labelled)
-    assert after["accuracy"] >= before["accuracy"] + 0.1, (contrast, offset, before, after)
+    assert after["accuracy"] >= before["accuracy"] + 0.1, (before, after)
     assert after["auc"] >= before["auc"] - 0.03, (before["auc"], after["auc"])  # the ranking barely moves; the operating point does
 
     # the same images in class folders give the same adapted model: folder names (labels) are never read
