@@ -7,13 +7,16 @@ Two steps, neither of which reads a label or trains a weight:
    the training images' statistics to the site's (see `adabn`). A backbone's deep layers keep theirs:
    their statistics also follow the site's class mix, so moving them moved the decision (see `learned_norms`).
 2. Class mix (Saerens, Latinne & Decaestecker 2002): the site's class proportions are estimated by EM
-   on the adapted model's probabilities and recorded (an estimate at the edge, a class under 2%, is
-   recorded as unusable and moves nothing: see `prior_is_usable`). Where the decision is a Bayes decision for the
-   training mix, it moves to the site's mix: multi-class argmax (per-class weights on the
-   probabilities, applied by Evaluate and Predict) and an untuned binary 0.5. A binary threshold the
-   run tuned by Youden's J or a target sensitivity stays: those criteria do not depend on the class
-   mix (and on another hospital's images, moving such a threshold by the EM estimate cost 5-20 points of accuracy:
-   EM over-estimates the disease share when the new site's healthy images score high).
+   on the adapted model's probabilities and recorded. Moving decisions by the estimate is the caller's
+   choice (`class_mix=True`; off by default) because EM trusts the adapted model's probabilities to be
+   calibrated at the site, and they are not: on the demo's dark site (12 trainings) it cost accuracy
+   when the site's mix was the training's (never gained), lost 0.029 on average at 25% disease (down
+   to 0.576 -> 0.373) and gained 0.021 at 75%; on another hospital's X-rays it said 67% (truth 63%)
+   for one run and 91% for another (accuracy 0.893 -> 0.689). When asked, the Bayes decisions move:
+   multi-class argmax (per-class weights on the probabilities, applied by Evaluate and Predict) and an
+   untuned binary 0.5; an estimate at the edge (a class under 2%) moves nothing (`prior_is_usable`). A
+   binary threshold the run tuned by Youden's J or a target sensitivity always stays: those criteria do
+   not depend on the class mix (moving one by the estimate cost 5-20 points on another hospital).
 
 The result is a new run folder that records its parent (config `adapted_from`, status `parent`):
 Evaluate, Predict and export treat it like any run. Images are taken in the order of their content
@@ -226,8 +229,10 @@ def _scores(run: Path, model: keras.Model, table: pd.DataFrame, classes: list[st
                     for view in views], axis=0)
 
 
-def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progress: Progress | None = None) -> Path:
-    """A new run folder: RUN adapted to the site of IMAGES (unlabeled). See the module docstring."""
+def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progress: Progress | None = None,
+              class_mix: bool = False) -> Path:
+    """A new run folder: RUN adapted to the site of IMAGES (unlabeled); with class_mix, its Bayes decisions also move to
+    the site's estimated class mix. See the module docstring."""
     from core.evaluate import load_run_models
     from core.train import save_model_atomic
 
@@ -261,7 +266,6 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
         if (run / name).exists():
             shutil.copyfile(run / name, child / name)
     save_model_atomic(model, child / "best.keras")
-    parent_threshold = float(status.get("threshold", 0.5))
     changes: dict[str, Any] = {
         "state": "completed", "classes": classes, "finished": now_iso(), "epoch": status.get("epoch"),
         "epochs": status.get("epochs"), "precision": status.get("precision"), "parent": run.name,
@@ -270,8 +274,14 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
                        "source_prior": dict(zip(classes, source.round(4).tolist(), strict=True)),
                        "site_prior": dict(zip(classes, target.round(4).tolist(), strict=True)), "labels_used": False},
     }
-    if head == "binary" and "threshold" in status:
-        changes["threshold"] = parent_threshold  # chosen by a criterion that does not depend on the class mix
+    if "threshold" in status:
+        changes["threshold"] = float(status["threshold"])
+        changes["threshold_source"] = status.get("threshold_source", "the parent's")
+    changes["adaptation"]["class_mix_applied"] = False
+    if not class_mix:
+        changes["adaptation"]["prior_note"] = ("recorded, not applied: every decision stays the parent's (apply it with --class-mix "
+                                               "or the page's class-mix option)")
+    elif head == "binary" and "threshold" in status:
         changes["threshold_source"] = (f"the parent's ({status.get('threshold_source', 'tuned')}); a class-mix-free choice, so the "
                                        f"site's estimated {classes[1]} share {target[1]:.2f} leaves it where it is")
     elif not prior_is_usable(target):
@@ -279,10 +289,12 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
                                                f"{np.min(target):.0%}): the model's scores at this site are too far from "
                                                "calibrated to estimate its class mix, so no decision was moved by it")
     elif head == "binary":
+        changes["adaptation"]["class_mix_applied"] = True
         changes["threshold"] = bayes_threshold(source, target)
         changes["threshold_source"] = (f"Bayes decision for the site's estimated {classes[1]} share {target[1]:.2f} (EM on "
                                        f"{len(table)} unlabeled images)")
     else:
+        changes["adaptation"]["class_mix_applied"] = True
         changes["prior_weights"] = (target / source).tolist()
     write_status(child, **changes)
     say("done", 1.0)

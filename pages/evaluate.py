@@ -317,10 +317,15 @@ with tabs[8]:
 with tabs[9]:
     st.caption("Another hospital's scanner shifts the image statistics and its patients shift the class mix. Adaptation "
                "makes a new run from this one using only the new site's images, without their labels: BatchNorm "
-               "statistics re-measured on the site, and its class mix estimated (it moves untuned decisions only). The "
+               "statistics re-measured on the site, and its class mix estimated (shown; applied only if you ask). The "
                "adapted run appears in every run list (Evaluate, Predict, export); evaluate it on the site's labelled "
                "images, if you have some, before trusting it.")
     folder = st.text_input("Folder of the new site's images (any layout; labels are not read)", key="adapt_folder")
+    class_mix = st.checkbox("Also move untuned decisions to the site's estimated class mix", key="adapt_mix",
+                            help="EM estimates the site's class proportions from the adapted model's probabilities and moves a "
+                                 "binary 0.5 (or the multi-class argmax) to them. It assumes those probabilities are calibrated at the "
+                                 "site, which adaptation does not give: measured, it more often cost accuracy than gained it. A tuned "
+                                 "threshold (Youden, target sensitivity) never moves.")
     clicked = st.button("Adapt", type="primary", key="adapt_go")
     if clicked and not folder.strip():
         st.warning("Type the folder of the new site's images first.")
@@ -329,7 +334,8 @@ with tabs[9]:
 
         bar = st.progress(0.0, text="Adapting...")
         try:
-            child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message))
+            child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message),
+                              class_mix=class_mix)
             st.session_state["adapt_result"] = child.name
             st.toast(f"Adapted run {child.name} created", icon=":material/check_circle:")
         except MedImageError as exc:

@@ -154,7 +154,7 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
         return binary_summary(predictions, classes, float(read_status(run).get("threshold", 0.5)), n_boot=10)
 
     # a dark, low-contrast site (an underexposed scanner): it broke all 12 trainings measured (accuracy 0.50, every image
-    # one class; AUC 0.62-0.94), and adaptation gave 0.86-1.00 (AUC >= 0.99). The bright shift the fixture watches breaks
+    # one class; AUC 0.62-0.94), and adaptation gave 0.91-1.00 (AUC >= 0.99). The bright shift the fixture watches breaks
     # some trainings and only dents others (0.74-0.97), which left too little to recover for a fixed margin.
     labelled, flat = _shifted_site(tmp_path / "dark-site", contrast=0.5, offset=0)
     before = accuracy(watched_run, labelled)
@@ -178,7 +178,35 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     ours = keras.saving.load_model(child / "best.keras", compile=False).get_weights()
     theirs = keras.saving.load_model(twin / "best.keras", compile=False).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
-    assert read_status(twin)["threshold"] == status["threshold"]
+    assert read_status(twin).get("threshold") == status.get("threshold")
+    assert status["adaptation"]["class_mix_applied"] is False  # by default the class-mix estimate is recorded, not applied
+
+
+@pytest.mark.slow
+def test_class_mix_moves_untuned_decisions_only_when_asked(watched_run: Path, site: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The EM estimate is pinned (EM itself is tested above): this checks what each choice does with it."""
+    import core.adapt
+    from core.adapt import adapt_run, bayes_threshold
+    from core.cli import main
+    from core.runs import read_status, write_status
+
+    monkeypatch.setattr(core.adapt, "em_prior", lambda probabilities, source: np.array([0.3, 0.7]))
+    assert "threshold" not in read_status(watched_run)  # trained without tuning: its 0.5 is a Bayes decision for its mix
+    kept = read_status(adapt_run(watched_run, site[1], runs_dir=tmp_path))
+    assert "threshold" not in kept and kept["adaptation"]["site_prior"]["PNEUMONIA"] == 0.7
+    assert not kept["adaptation"]["class_mix_applied"] and "not applied" in kept["adaptation"]["prior_note"]
+
+    assert main(["adapt", str(watched_run), "--images", str(site[1]), "--class-mix", "--json"]) == 0
+    moved = read_status(Path(json.loads(capsys.readouterr().out)["run"]))
+    assert moved["adaptation"]["class_mix_applied"] and "Bayes decision" in moved["threshold_source"]
+    assert moved["threshold"] == pytest.approx(bayes_threshold(np.array([0.5, 0.5]), np.array([0.3, 0.7])))  # 0.3
+
+    # a tuned threshold stays even when asked: Youden's J does not depend on the class mix
+    tuned = adapt_run(watched_run, site[1], runs_dir=tmp_path)
+    write_status(tuned, threshold=0.62, threshold_source="Youden's J on the validation split")
+    again = read_status(adapt_run(tuned, site[1], runs_dir=tmp_path, class_mix=True))
+    assert again["threshold"] == 0.62 and not again["adaptation"]["class_mix_applied"]
 
 
 def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() -> None:
@@ -229,6 +257,8 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     run is selectable on Predict."""
     from streamlit.testing.v1 import AppTest
 
+    from core.runs import read_status
+
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(watched_run.parent))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
@@ -244,10 +274,12 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     assert not at.exception
     assert any("internal test split" in (m.value if hasattr(m, "value") else "") for m in [*at.markdown, *at.warning])
     at.text_input(key="adapt_folder").input(str(site[1])).run()
+    at.checkbox(key="adapt_mix").check()  # the class-mix choice reaches the adaptation
     at.button(key="adapt_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     child = at.session_state["adapt_result"]
     assert any(child in s.value for s in at.success)
+    assert "not applied" not in read_status(watched_run.parent / child)["adaptation"].get("prior_note", "")
     at.switch_page("pages/predict.py").run()
     assert not at.exception
     assert child in at.selectbox(key="pred_run").options
