@@ -90,6 +90,8 @@ def wait_until_idle(page, timeout_ms: int = 120_000) -> None:
 def click_in_tab(page, tab: str, button: str, attempts: int = 3) -> None:
     """Click a button inside a tab, choosing the tab again if a rerun showed another one (seen on a loaded CI
     machine: the Evaluate page came back on its first tab after a rerun, and the button went out of reach)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     target = page.get_by_role("button", name=button, exact=True)
     for attempt in range(attempts):
         wait_until_idle(page)
@@ -98,7 +100,7 @@ def click_in_tab(page, tab: str, button: str, attempts: int = 3) -> None:
         try:
             target.click(timeout=20_000)
             return
-        except Exception:  # noqa: BLE001 - Playwright's TimeoutError; retried, then reported with a screenshot
+        except PlaywrightTimeout:  # retried, then reported with a screenshot
             if attempt == attempts - 1:
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / f"click_in_tab_{button}.png"), full_page=True)

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_helpers import APP_PAGES, CHROMIUM, CHROMIUM_ARGS, choose, click_in_tab, sample_first_load, streamlit_server, wait_until_idle
+from tests.browser_helpers import (
+    APP_PAGES,
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    choose,
+    click_in_tab,
+    sample_first_load,
+    streamlit_server,
+    wait_until_idle,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEST_XRAY = ROOT.parent / "shared" / "data" / "chest_xray" / "train"
-ARTIFACTS = ROOT / "test-artifacts"
 PAGE_PATHS = {"Home": "", "Dataset": "/dataset", "Preprocessing lab": "/lab", "Train": "/train", "Evaluate": "/evaluate", "Predict": "/predict"}
 
 pytestmark = [
