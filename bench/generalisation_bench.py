@@ -44,6 +44,9 @@ BENCH_VARIANTS = {
     # stronger geometry, random-resized-crop style: rotation up to +/-18 degrees (the recipe's 0.03: 11), shifts 10% (5%),
     # zoom 20% (10%); fixed in the session before it ran
     "xray-geo": ("xray", {"augment": {"rotation": 0.05, "translation": 0.10, "zoom": 0.20}}),
+    # mixup at Beta(0.2, 0.2) (the paper's ImageNet setting, Keras' default), on top of the recipe's label smoothing;
+    # fixed before it ran, the one value tried
+    "xray-mixup": ("xray", {"mixup": 0.2}),
 }
 
 

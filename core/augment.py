@@ -171,6 +171,28 @@ def build_augmentation(config: AugmentConfig, seed: int | None = None):
     return keras.Sequential(layers or [keras.layers.Identity(dtype="float32")], name="augmentation")
 
 
+def mixup_batches(alpha: float, class_weight: dict[int, float] | None = None, seed: int | None = None):
+    """A tf.data map for a binary head's training batches: (images, class indices) -> (images, targets, sample weights).
+
+    Mixup (Zhang et al., 2018) by Keras' MixUp layer: each image is blended with another of its batch, the weight drawn
+    from Beta(alpha, alpha) (0.2: most blends stay near one image), and its 0/1 target with the same weight. The class
+    weight rides along as a second target column, so a blend weighs what its mix of the classes does (Keras'
+    class_weight would round a blended target to one class). Training accuracy on blends is not comparable to
+    validation accuracy, which sees whole images."""
+    import keras
+    import tensorflow as tf
+
+    layer = keras.layers.MixUp(alpha=alpha, seed=seed, dtype="float32")
+    weights = tf.constant([(class_weight or {}).get(i, 1.0) for i in (0, 1)], tf.float32)
+
+    def mix(images, labels):
+        columns = tf.stack([tf.cast(labels, tf.float32), tf.gather(weights, labels)], axis=1)
+        out = layer({"images": images, "labels": columns}, training=True)
+        return out["images"], out["labels"][:, :1], out["labels"][:, 1]
+
+    return mix
+
+
 def augment_preview(pixels: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:
     """n augmented versions of one uint8 image (H, W, C), reproducible for a given seed."""
     batch = np.repeat(pixels[None].astype("float32"), n, axis=0)

@@ -54,6 +54,14 @@ def _horizon(text: str) -> float:
     return value
 
 
+def _mix_strength(text: str) -> float:
+    """--mixup's value: 0 (off) up to 1, as Keras' MixUp takes it."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 (off) and 1, e.g. 0.2; got {text}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
@@ -87,7 +95,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
-                         fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs)
+                         fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
+                         mixup=args.mixup)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -274,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-epochs", type=_horizon, default=0.0, metavar="N",
                        help="average the weights over about N epochs (an exponential moving average); validation, checkpoints "
                             "and predictions use the average; 0 = off")
+    train.add_argument("--mixup", type=_mix_strength, default=0.0, metavar="ALPHA",
+                       help="binary head: blend training images in pairs (mixup), blend weights ~ Beta(ALPHA, ALPHA), e.g. 0.2; 0 = off")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,

@@ -21,12 +21,14 @@ from typing import Any
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from core import multiworker_fixes
 from core.atomic import write_bytes, write_json, write_text
-from core.augment import AugmentConfig
+from core.augment import AugmentConfig, mixup_batches
 from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_digest
 from core.dataset_store import open_source
+from core.errors import MedImageError
 from core.external import monitor_for, predict_externals
 from core.models import SCRATCH, ModelConfig, build_model
 from core.pipeline import PipelineConfig, cache_plan, make_dataset
@@ -67,6 +69,7 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
     external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
     ema_epochs: float = 0.0  # 0 = off; else the weights are averaged (exponentially) over about this many epochs: see ema_momentum
+    mixup: float = 0.0  # 0 = off; else binary head: training images blended in pairs, weight ~ Beta(mixup, mixup) (core.augment.mixup_batches)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -380,6 +383,11 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         if config.class_weighting and config.model.head != "ordinal":
             by_label = class_weights(train["label"])
             weights = {classes.index(label): w for label, w in by_label.items()}
+        if config.mixup:
+            if config.model.head != "binary":
+                raise MedImageError(f"Mixup is for a binary head (two classes); this run's head is '{config.model.head}'.")
+            train_ds = train_ds.map(mixup_batches(config.mixup, weights, seed=config.seed)).prefetch(tf.data.AUTOTUNE)
+            weights = None  # carried by each blend as its sample weight
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         last = run / "last.keras"
         status = read_status(run)

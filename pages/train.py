@@ -55,14 +55,16 @@ with st.form("train_form"):
                          "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
-    cols = st.columns(4)
+    cols = st.columns(5)
     augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment",
                                     help=help_text("augmentation"))
     class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights",
                                       help=help_text("class weights"))
     ema_epochs = cols[2].number_input("Weight averaging (epochs)", 0.0, 100.0, 0.0, 1.0, disabled=bool(recipe), key="train_ema",
                                       help=help_text("weight averaging"))
-    freeze = cols[3].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze",
+    mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, 0.0, 0.1, disabled=bool(recipe), key="train_mixup",
+                                 help=help_text("mixup"))
+    freeze = cols[4].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze",
                                 help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
                                      "layers (fine_tune), or all of it (full, slow, needs more images).")
     cols = st.columns([2, 1, 1])
@@ -109,7 +111,7 @@ elif submitted:
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
         learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
-        external=external_sources(external_text), ema_epochs=float(ema_epochs),
+        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup),
     )
     model = config.model
     try:

@@ -84,3 +84,28 @@ def test_augmentation_stays_float32_under_a_mixed_policy(image: np.ndarray) -> N
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert {layer.compute_dtype for layer in augmentation.layers} == {"float32"} and out.dtype.name == "float32"
+
+
+def test_mixup_blends_image_target_and_class_weight_alike() -> None:
+    """Class-0 images are black and class-1 images white, so a blend's mean pixel is its mixing weight: the target
+    and the sample weight must be blended by that same weight, in float32 under a mixed policy (as jobs set it)."""
+    import keras
+    import tensorflow as tf
+
+    from core.augment import mixup_batches
+
+    labels = np.array([0, 1] * 32, np.int32)
+    images = np.repeat(labels.astype("float32")[:, None, None, None] * 255.0, 8, axis=1).repeat(8, axis=2)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        batches = tf.data.Dataset.from_tensors((images, labels)).repeat(2).map(mixup_batches(0.2, {0: 2.0, 1: 0.5}, seed=0))
+        (x1, y1, w1), (x2, _, _) = [tuple(np.asarray(t) for t in batch) for batch in batches]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    share = x1.mean(axis=(1, 2, 3)) / 255.0
+    assert x1.dtype == np.float32 and y1.shape == (64, 1) and w1.shape == (64,)
+    np.testing.assert_allclose(y1[:, 0], share, atol=1e-5)
+    np.testing.assert_allclose(w1, 2.0 * (1 - share) + 0.5 * share, atol=1e-5)
+    blended = (share > 0.01) & (share < 0.99)
+    assert 0 < blended.sum() < 64  # Beta(0.2, 0.2): some blends, most near one image
+    assert not np.allclose(x1, x2)  # a new draw every batch

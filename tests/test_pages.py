@@ -187,10 +187,12 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     assert at.selectbox(key="train_precision").value == "auto"
     at.selectbox(key="train_precision").set_value("off")
     at.number_input(key="train_ema").set_value(2.0)
+    at.number_input(key="train_mixup").set_value(0.2)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
-    assert json.loads((run / "config.json").read_text())["ema_epochs"] == 2.0  # the job averages its weights
+    config = json.loads((run / "config.json").read_text())
+    assert config["ema_epochs"] == 2.0 and config["mixup"] == 0.2  # the job averages its weights and blends its images
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)

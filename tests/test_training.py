@@ -380,3 +380,19 @@ def test_input_streams_from_disk_when_decoded_images_would_not_fit(tmp_path: Pat
     assert train.run_job(run, verbose=0) == "completed"
     assert made == [False, False]  # train and validation both stream
     assert "input: streamed from disk every epoch" in (run / "log.txt").read_text()
+
+
+def test_mixup_trains_a_binary_head_and_refuses_another(tmp_path: Path) -> None:
+    """A mixup run trains and validates on whole images (val accuracy is a fraction of images, targets 0/1); a head
+    whose targets cannot be blended fails with a message, not a traceback."""
+    from core.train import run_job
+
+    run = create_run(_config(epochs=1, mixup=0.2, mixed_precision="off", tensorboard=False), tmp_path)
+    assert run_job(run, verbose=0) == "completed", read_status(run)
+    metrics = read_metrics(run)
+    assert metrics["loss"].notna().all() and 0.0 <= float(metrics["val_accuracy"].iloc[0]) <= 1.0
+    config = _config(epochs=1, mixup=0.2, tensorboard=False)
+    config["model"]["head"] = "ordinal"
+    ordinal = create_run(config, tmp_path)
+    assert run_job(ordinal, verbose=0) == "failed"
+    assert "Mixup is for a binary head" in read_status(ordinal)["message"]
