@@ -10,7 +10,7 @@ regressing the class index, trained with MSE; classes by cut-points).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -339,6 +339,16 @@ def set_backbone_trainable(model: keras.Model, config: ModelConfig) -> None:
     base = backbone_of(model)
     if base is not None:
         _freeze(base, config)
+
+
+def head_for_classes(config: ModelConfig, n_classes: int) -> ModelConfig:
+    """The model config fitted to a dataset's class count: a binary head (the default) becomes a softmax over 3+
+    classes, and every head gets the count. Without this a 3-class dataset trained one sigmoid unit on labels 0/1/2
+    and completed with a model that could never say the third class."""
+    if n_classes < 2:
+        raise MedImageError(f"Training needs at least 2 classes; this dataset has {n_classes}.")
+    head = "multiclass" if config.head == "binary" and n_classes > 2 else config.head
+    return replace(config, head=head, n_classes=n_classes)
 
 
 def build_model(config: ModelConfig) -> keras.Model:

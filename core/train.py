@@ -30,7 +30,7 @@ from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_
 from core.dataset_store import open_source
 from core.errors import MedImageError
 from core.external import monitor_for, predict_externals
-from core.models import SCRATCH, ModelConfig, build_model
+from core.models import SCRATCH, ModelConfig, build_model, head_for_classes
 from core.pipeline import PipelineConfig, cache_plan, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
 from core.splits import class_weights
@@ -369,6 +369,11 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         dataset = open_source(config.data)
         classes = dataset.classes
         table = dataset.table
+        fitted = head_for_classes(config.model, len(classes))
+        if fitted != config.model:  # written back: Evaluate, Predict, adapt and export read the head from config.json
+            log_line(run, f"{len(classes)} classes: a '{fitted.head}' head")
+            config = replace(config, model=fitted)
+            write_json(run / "config.json", config.to_dict())
         if config.folds >= 2:
             write_status(run, classes=classes)
             return _run_folds(run, config, table)

@@ -209,6 +209,54 @@ def test_class_mix_moves_untuned_decisions_only_when_asked(watched_run: Path, si
     assert again["threshold"] == 0.62 and not again["adaptation"]["class_mix_applied"]
 
 
+@pytest.mark.slow
+def test_three_classes_train_a_softmax_and_the_class_mix_reweights_every_decision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3-class folder trained from the CLI gets a softmax head (it used to train one sigmoid unit on labels 0/1/2);
+    adapted with --class-mix, its probabilities are moved by site / training prior in Predict and in Evaluate alike."""
+    import core.adapt
+    from core.adapt import adapt_run
+    from core.dataset import open_dataset
+    from core.evaluate import predict_table, prior_weighted
+    from core.predict import from_run
+    from core.runs import read_status
+    from tests.conftest import make_class_folders
+
+    rng = np.random.default_rng(0)
+    for label, level in (("a", 40), ("b", 120), ("c", 200)):  # classes a model can tell apart in one epoch
+        for i in range(16):
+            folder = tmp_path / "ds" / label
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(level + rng.normal(0, 20, (32, 32)), 0, 255).astype(np.uint8)).save(folder / f"{label}{i}.png")
+    make_class_folders(tmp_path / "site", {"x": 16}, size=(32, 32))
+    out = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tmp_path / "ds"), "--image-size", "32", "--epochs", "2",
+                          "--runs-dir", str(tmp_path / "runs"), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = Path(json.loads(out.stdout)["run"])
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert (model["head"], model["n_classes"]) == ("multiclass", 3)
+    assert "3 classes: a 'multiclass' head" in (run / "log.txt").read_text()
+    parent = from_run(run)
+    assert parent.model.output_shape == (None, 3)
+
+    monkeypatch.setattr(core.adapt, "em_prior", lambda probabilities, source: np.array([0.6, 0.3, 0.1]))
+    child = adapt_run(run, tmp_path / "site" / "x", runs_dir=tmp_path / "runs", class_mix=True)
+    status = read_status(child)
+    source = np.array(list(status["adaptation"]["source_prior"].values()))
+    assert status["adaptation"]["class_mix_applied"]
+    np.testing.assert_allclose(status["prior_weights"], np.array([0.6, 0.3, 0.1]) / source, rtol=1e-3)  # the record rounds to 4 places
+    adapted = from_run(child)
+    batch = np.stack([adapted.prepare(np.full((32, 32, 1), v, np.uint8)) for v in (40, 120, 200)])
+    plain = np.asarray(adapted.model.predict_on_batch(batch), float)
+    moved = adapted.scores(batch)
+    np.testing.assert_allclose(moved, prior_weighted(plain, status["prior_weights"]), rtol=1e-5)
+    np.testing.assert_allclose(moved.sum(axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(moved, plain)
+    table = open_dataset(str(tmp_path / "ds")).table.iloc[::8]  # Evaluate's path: every class, from files
+    evaluated = predict_table(child, table, "test")
+    files = np.stack([adapted.prepare(np.asarray(Image.open(path))[..., None]) for path in table["path"]])
+    np.testing.assert_allclose(evaluated[["p_a", "p_b", "p_c"]].to_numpy(), adapted.scores(files), rtol=1e-4, atol=1e-6)
+
+
 def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() -> None:
     """AdaBN re-measures the BatchNorm layers whose statistics came from training: all of a scratch model's, and of a
     backbone trained in full the ones at >= 1/4 of the input's width (its deep ones also follow the site's class mix:
