@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create/reuse .venv, install, generate the demo set, serve http://localhost:8501
-#   make test   create/reuse .venv, install (with test extras and Chromium), run the test suite
+#   make test   create/reuse .venv, install (with test extras and Chromium), run the test suite (2 workers, then the timed tests)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,8 +24,14 @@ run: $(STAMP)
 browser:
 	@scripts/ensure_chromium.sh
 
+# Two workers, each taking whole test files (a module's trained fixture is built once); the suite kept one of the 2
+# cores idle about half the time (jobs start, servers wait, pages poll). Tests that time the product itself
+# (marked timed) run afterwards, alone, so a neighbour's training cannot make them miss their limit.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timed"
+	$(BIN)/python -m pytest -m timed
 
 bench: $(STAMP)
 	$(BIN)/python bench/scan_bench.py

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = ArchiveSpec(images=100_000, size=32)  # 32 px: generated in ~35 s on 2 cores
 PAGES = ["dataset", "lab", "train", "evaluate", "predict", "home"]
 PAGE_LIMIT_S = 5.0
+pytestmark = pytest.mark.timed  # make test runs this module alone, after the parallel run
 
 
 @pytest.fixture(scope="module")
