@@ -40,9 +40,8 @@ GLOSSARY: dict[str, str] = {
                      "common class.",
     "weight averaging": "Keeping a running average of the model's settings over the last few epochs and using the average: "
                         "it depends less on the exact epoch training stopped at. 0 epochs turns it off.",
-    "mixup": "Training on blends of two images, with the answer blended the same way (e.g. 70% pneumonia), so the model "
-             "learns to be less sure of itself. Two-class models only; 0.2 is the usual strength, 0 turns it off. "
-             "Training accuracy then counts blends and reads low: compare validation.",
+    "mixup": "Training on blends of two images, the answer blended alike (e.g. 70% pneumonia), so the model learns to be "
+             "less sure of itself. Two classes only; 0.2 is usual, 0 turns it off. Training accuracy counts blends and reads low.",
     "validation split": "Images kept out of training and used to choose the best epoch and the threshold; the test split is "
                         "kept for the final, honest score.",
     "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "
