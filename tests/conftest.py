@@ -47,6 +47,17 @@ def make_class_folders(root: Path, counts: dict[str, int], size=(16, 12)) -> Pat
     return root
 
 
+def make_separable_classes(root: Path, levels: dict[str, int], n: int = 16, size: int = 32) -> Path:
+    """Class folders of noisy grey images, one brightness per class: classes a model tells apart in an epoch or two."""
+    rng = np.random.default_rng(0)
+    for label, level in levels.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.clip(level + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)).save(folder / f"{label}{i}.png")
+    return root
+
+
 def zip_bytes(entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
     """A zip of the entries, plus symbolic-link members pointing at /etc/passwd (for the unsafe cases)."""
     buf = io.BytesIO()

@@ -219,14 +219,9 @@ def test_three_classes_train_a_softmax_and_the_class_mix_reweights_every_decisio
     from core.evaluate import predict_table, prior_weighted
     from core.predict import from_run
     from core.runs import read_status
-    from tests.conftest import make_class_folders
+    from tests.conftest import make_class_folders, make_separable_classes
 
-    rng = np.random.default_rng(0)
-    for label, level in (("a", 40), ("b", 120), ("c", 200)):  # classes a model can tell apart in one epoch
-        for i in range(16):
-            folder = tmp_path / "ds" / label
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.clip(level + rng.normal(0, 20, (32, 32)), 0, 255).astype(np.uint8)).save(folder / f"{label}{i}.png")
+    make_separable_classes(tmp_path / "ds", {"a": 40, "b": 120, "c": 200})
     make_class_folders(tmp_path / "site", {"x": 16}, size=(32, 32))
     out = subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tmp_path / "ds"), "--image-size", "32", "--epochs", "2",
                           "--runs-dir", str(tmp_path / "runs"), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)

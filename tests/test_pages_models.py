@@ -108,6 +108,29 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
     assert len(at.dataframe) >= 1  # the batch table of all three uploads (the bad one with its error)
 
 
+def test_three_class_run_on_evaluate_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on a 3-class folder (a softmax head, fitted by the job) through Evaluate and Predict like any run."""
+    from tests.conftest import make_separable_classes
+
+    data = make_separable_classes(tmp_path / "ds", {"a": 40, "b": 120, "c": 200}, n=20)
+    config = TrainConfig(data=str(data), epochs=2, tensorboard=False, model=ModelConfig(image_size=32), pipeline=PipelineConfig(image_size=32))
+    run = create_run(config.to_dict(), tmp_path / "models")
+    assert run_job(run, verbose=0) == "completed"
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path / "models"))
+    at = _page("pages/evaluate.py")
+    _button(at, "Predict").click().run()
+    assert not at.exception and not at.error
+    shown = " ".join(df.value.to_string() for df in at.dataframe)
+    assert "auc_macro_ovr" in shown and "quadratic_kappa" in shown  # the multi-class summary, not the binary one
+    report = next(df.value for df in at.dataframe if "macro avg" in df.value.columns)
+    assert {"a", "b", "c"} <= set(report.columns) and report.loc["support", ["a", "b", "c"]].sum() == 9
+    at = _page("pages/predict.py")
+    at.file_uploader(key="pred_files").set_value([("c.png", (data / "c" / "c0.png").read_bytes(), "image/png")]).run()
+    assert not at.exception and not at.error
+    assert any(m.value in ("### a", "### b", "### c") for m in at.markdown)
+    assert any("Grad-CAM for" in c for img in at.get("image") for c in img.captions)
+
+
 def test_predict_page_refuses_a_lambda_model(tmp_path: Path) -> None:
     import keras
 
