@@ -370,6 +370,9 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         classes = dataset.classes
         table = dataset.table
         fitted = head_for_classes(config.model, len(classes))
+        if fitted.head != config.model.head and (run / "last.keras").exists():  # a run checkpointed before heads were fitted
+            raise MedImageError(f"{run.name} holds a model with a '{config.model.head}' head, which cannot learn this dataset's "
+                                f"{len(classes)} classes. Start a new run: it gets a '{fitted.head}' head.")
         if fitted != config.model:  # written back: Evaluate, Predict, adapt and export read the head from config.json
             log_line(run, f"{len(classes)} classes: a '{fitted.head}' head")
             config = replace(config, model=fitted)

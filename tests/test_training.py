@@ -396,3 +396,22 @@ def test_mixup_trains_a_binary_head_and_refuses_another(tmp_path: Path) -> None:
     ordinal = create_run(config, tmp_path)
     assert run_job(ordinal, verbose=0) == "failed"
     assert "Mixup is for a binary head" in read_status(ordinal)["message"]
+
+
+def test_a_checkpoint_whose_head_cannot_learn_the_classes_is_not_resumed(tmp_path: Path) -> None:
+    """A run checkpointed with one sigmoid unit on a 3-class dataset (before heads were fitted to the classes) must
+    not be resumed as if it were a softmax: its status says to start a new run, and the checkpoint stays."""
+    import keras
+
+    from core.train import run_job
+    from tests.conftest import make_separable_classes
+
+    data = make_separable_classes(tmp_path / "ds", {"a": 40, "b": 120, "c": 200})
+    config = _config(epochs=2, tensorboard=False)
+    config["data"] = str(data)
+    run = create_run(config, tmp_path / "runs")
+    inputs = keras.Input((32, 32, 1))
+    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs))).save(run / "last.keras")
+    assert run_job(run, verbose=0) == "failed"
+    assert "cannot learn this dataset's 3 classes" in read_status(run)["message"]
+    assert (run / "last.keras").exists() and json.loads((run / "config.json").read_text())["model"]["head"] == "binary"
