@@ -110,7 +110,7 @@ def learned_norms(model: keras.Model, config) -> list[keras.layers.Layer]:
 
     base = backbone_of(model)
     inside = {id(layer) for layer in _all_layers(base)} if base is not None else set()
-    width = model.input_shape[2]
+    width = (base if base is not None else model).input_shape[2]  # what the backbone sees: after any border crop
 
     def chosen(layer: keras.layers.Layer) -> bool:
         if not isinstance(layer, keras.layers.BatchNormalization) or len(layer.output.shape) != 4:

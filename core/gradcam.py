@@ -25,7 +25,7 @@ def spatial_layers(model: keras.Model) -> list[str]:
     A nested backbone counts as one layer: its output is its last feature map."""
     names = []
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer) or layer.name in ("augmentation", "preprocess", "intensity", "gray_to_rgb"):
+        if isinstance(layer, keras.layers.InputLayer) or layer.name in ("augmentation", "crop", "preprocess", "intensity", "gray_to_rgb"):
             continue
         try:
             shape = layer.output.shape
@@ -82,6 +82,9 @@ class GradCam:
         if dense is not None:
             outputs.append(dense.input)
         self.dense = dense
+        crop = next((layer for layer in model.layers if layer.name == "crop"), None)
+        # a border crop inside the model: the maps cover the central region, and the cut borders get no heat
+        self.cropping = tuple(tuple(side) for side in crop.cropping) if crop is not None else ((0, 0), (0, 0))
         self.model = keras.Model(model.inputs, outputs)
         self._step = tf.function(self._forward_backward, reduce_retracing=True)
 
@@ -115,8 +118,10 @@ class GradCam:
         cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, w))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         cam = tf.where(peak > 0, cam / tf.maximum(peak, 1e-12), cam)
-        size = images.shape[1:3]
-        heat = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
+        (top, bottom), (left, right) = self.cropping
+        height, width = images.shape[1:3]
+        heat = tf.image.resize(cam[..., None], (height - top - bottom, width - left - right), method="bilinear")[..., 0]
+        heat = tf.pad(heat, [[0, 0], [top, bottom], [left, right]])
         return Explanation(np.asarray(probabilities, float), np.clip(np.asarray(heat), 0, 1), self.layer, class_index)
 
 

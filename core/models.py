@@ -23,6 +23,7 @@ HEADS = ("binary", "multiclass", "ordinal")
 SCRATCH = ("smallnet", "cifar_cnn", "mlp", "resnet18", "xraynet")
 INTENSITY = ("rescale", "standardize", "equalize")
 FREEZE_MODES = ("feature_extraction", "fine_tune", "full")
+MAX_CROP = 0.3  # of each side: 0.3 keeps the central 40% of the image
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ModelConfig:
     batch_norm: bool = False
     intensity: str = "rescale"  # scratch models: "rescale" (/255), "standardize" or "equalize" per image
     alpha: float = 1.0  # MobileNet / MobileNetV2 width multiplier
+    crop: float = 0.0  # share of each border cut away inside the model (markers, collimation); 0 = the whole image
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +148,14 @@ def _normalise(inputs, config: ModelConfig):
         return layers.Rescaling(1 / 255.0)(inputs)
     # float32 under mixed precision too: the ranks of bfloat16-rounded pixels would tie
     return IntensityNorm(config.intensity, name="intensity", dtype="float32")(inputs)
+
+
+def border_pixels(config: ModelConfig) -> int:
+    """Pixels cut from each border by `config.crop`; the cut is inside the model, so training, Grad-CAM, adaptation
+    and an exported file all see the same central region of the raw image."""
+    if not 0.0 <= config.crop <= MAX_CROP:
+        raise MedImageError(f"The border crop must be between 0 and {MAX_CROP} of each side; got {config.crop}.")
+    return round(config.crop * config.image_size)
 
 
 def n_outputs(config: ModelConfig) -> int:
@@ -272,7 +282,8 @@ def imagenet_weights_file(config: ModelConfig) -> Path | None:
 
 def _constructor_kwargs(config: ModelConfig) -> dict:
     spec = BACKBONES[config.name]
-    kwargs = {"include_top": False, "input_shape": (config.image_size, config.image_size, 3)}
+    side = config.image_size - 2 * border_pixels(config)  # the backbone sees the cropped image (its weights fit any size)
+    kwargs = {"include_top": False, "input_shape": (side, side, 3)}
     if spec.alphas:
         kwargs["alpha"] = config.alpha
     return kwargs
@@ -362,14 +373,17 @@ def build_model(config: ModelConfig) -> keras.Model:
     if config.head == "binary" and config.n_classes != 2:
         raise MedImageError(f"A binary head needs exactly 2 classes; this dataset has {config.n_classes}.")
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+    border = border_pixels(config)
+    # after augmentation (a pipeline stage), so a shifted image is cut the same way; the network sees fewer pixels
+    image = layers.Cropping2D(((border, border), (border, border)), name="crop")(inputs) if border else inputs
     if config.name in SCRATCH:
         builder = {"smallnet": _smallnet, "cifar_cnn": _cifar_cnn, "mlp": _mlp, "resnet18": _resnet18, "xraynet": _xraynet}[config.name]
-        return keras.Model(inputs, builder(inputs, config), name=config.name)
+        return keras.Model(inputs, builder(image, config), name=config.name)
     if config.freeze not in FREEZE_MODES:
         raise MedImageError(f"Unknown freeze mode '{config.freeze}'. Choose one of: {', '.join(FREEZE_MODES)}.")
     base = _backbone(config)
     _freeze(base, config)
-    x = inputs if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([inputs] * 3)
+    x = image if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([image] * 3)
     x = BackbonePreprocess(BACKBONES[config.name].module, name="preprocess")(x)
     # training=False keeps BatchNorm in inference mode when the base is frozen (the Keras fine-tuning recipe)
     x = base(x, training=False if config.freeze != "full" else None)

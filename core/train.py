@@ -106,7 +106,7 @@ def make_config(
     for ImageNet backbones (unless asked otherwise), the same image size on both sides."""
     defaults = TrainConfig()
     channels = channels or (1 if model in SCRATCH else 3)
-    model_keys = ("freeze", "fine_tune_layers", "head", "pooling", "intensity", "dropout", "dense", "alpha")
+    model_keys = ("freeze", "fine_tune_layers", "head", "pooling", "intensity", "dropout", "dense", "alpha", "crop")
     model_overrides = {k: overrides.pop(k) for k in model_keys if k in overrides}
     model_config = replace(defaults.model, name=model, image_size=image_size, channels=channels,
                            weights="none" if model in SCRATCH else weights, **model_overrides)
