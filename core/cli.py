@@ -62,6 +62,16 @@ def _mix_strength(text: str) -> float:
     return value
 
 
+def _border_share(text: str) -> float:
+    """--crop's value: the share of each side cut away, 0 (off) up to core.models.MAX_CROP."""
+    from core.models import MAX_CROP
+
+    value = float(text)
+    if not 0.0 <= value <= MAX_CROP:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be between 0 (off) and {MAX_CROP} of each side, e.g. 0.1; got {text}")
+    return value
+
+
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
@@ -96,7 +106,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
                          fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
-                         mixup=args.mixup)
+                         mixup=args.mixup, crop=args.crop)
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -285,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "and predictions use the average; 0 = off")
     train.add_argument("--mixup", type=_mix_strength, default=0.0, metavar="ALPHA",
                        help="binary head: blend training images in pairs (mixup), blend weights ~ Beta(ALPHA, ALPHA), e.g. 0.2; 0 = off")
+    train.add_argument("--crop", type=_border_share, default=0.0, metavar="SHARE",
+                       help="cut this share of each side inside the model (side markers, exposure edges), e.g. 0.1 keeps the "
+                            "central 80%%; Grad-CAM maps back onto the whole image; 0 = off")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,

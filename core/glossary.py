@@ -42,6 +42,9 @@ GLOSSARY: dict[str, str] = {
                         "it depends less on the exact epoch training stopped at. 0 epochs turns it off.",
     "mixup": "Training on blends of two images, the answer blended alike (e.g. 70% pneumonia), so the model learns to be "
              "less sure of itself. Two classes only; 0.2 is usual, 0 turns it off. Training accuracy counts blends and reads low.",
+    "border crop": "Cutting this share off every side of the image inside the model, so it looks at the middle (the lungs) "
+                   "and not at side markers or the edges of the exposure, which differ between hospitals. 0.1 keeps the "
+                   "central 80%; Grad-CAM shows the cut borders cold.",
     "validation split": "Images kept out of training and used to choose the best epoch and the threshold; the test split is "
                         "kept for the final, honest score.",
     "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "

@@ -95,7 +95,9 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
                   "colour": "grayscale" if int(model.get("channels", 1)) == 1 else "RGB",
                   "values": "raw pixels 0-255 (float32); normalisation is inside the model",
                   "normalisation": model.get("intensity") if model.get("name") in ("smallnet", "cifar_cnn", "mlp", "resnet18", "xraynet")
-                  else f"{model.get('name')} preprocess_input"},
+                  else f"{model.get('name')} preprocess_input",
+                  # cut inside the model: send the whole image, as for training
+                  "border_crop": float(model.get("crop", 0.0))},
         "output": "P(" + str((status.get("classes") or ["", "positive"])[-1]) + ")" if model.get("head", "binary") == "binary"
         else "one probability per class",
         "architecture": {"name": model.get("name"), "weights": model.get("weights"), "alpha": model.get("alpha")},

@@ -10,7 +10,7 @@ from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
-from core.models import BACKBONES, MODEL_NAMES, build_model
+from core.models import BACKBONES, MAX_CROP, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
@@ -50,9 +50,12 @@ with st.form("train_form"):
     batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch", help=help_text("batch size"))
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr",
                              help=help_text("learning rate"))
-    alpha = st.selectbox("Width (alpha, MobileNet / MobileNetV2 only)", [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4], disabled=bool(recipe),
-                         key="train_alpha", help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
-                         "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
+    cols = st.columns(2)
+    alpha = cols[0].selectbox("Width (alpha, MobileNet / MobileNetV2 only)", [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4], disabled=bool(recipe),
+                              key="train_alpha", help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
+                              "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
+    crop = cols[1].number_input("Border crop (share of each side, 0 = off)", 0.0, MAX_CROP, 0.0, 0.05, disabled=bool(recipe),
+                                key="train_crop", help=help_text("border crop"))
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
     cols = st.columns(5)
@@ -111,7 +114,7 @@ elif submitted:
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
         learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
-        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup),
+        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup), crop=float(crop),
     )
     model = config.model
     try:

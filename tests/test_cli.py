@@ -50,14 +50,16 @@ def test_scan_json(tmp_path: Path) -> None:
     assert _run("scan", str(tmp_path / "nothing")).returncode == 2
 
 
-def test_train_ema_and_mixup_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path) -> None:
+def test_train_ema_mixup_and_crop_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "ds", {"a": 4, "b": 4})
     common = ("train", "--data", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--json")
-    result = _run(*common, "--ema-epochs", "3", "--mixup", "0.2")
+    result = _run(*common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1")
     assert result.returncode == 0, result.stderr
     run = Path(json.loads(result.stdout)["run"])
     config = json.loads((run / "config.json").read_text())
-    assert config["ema_epochs"] == 3 and config["mixup"] == 0.2
+    assert config["ema_epochs"] == 3 and config["mixup"] == 0.2 and config["model"]["crop"] == 0.1
+    result = _run(*common, "--crop", "0.4")
+    assert result.returncode == 2 and "between 0 (off) and 0.3 of each side" in result.stderr
     result = _run(*common, "--ema-epochs", "-1")
     assert result.returncode == 2 and "positive number of epochs" in result.stderr
     result = _run(*common, "--mixup", "2")

@@ -271,6 +271,9 @@ def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() 
     assert chosen and all(layer.output.shape[2] >= 96 * SHALLOW_FRACTION for layer in chosen)
     deep = [layer for layer in norms(model) if layer.output.shape[2] < 96 * SHALLOW_FRACTION]
     assert deep and not {id(layer) for layer in deep} & {id(layer) for layer in chosen}
+    # with a border crop "shallow" is measured on what the backbone sees (76 px here): the same layers stay shallow
+    cropped = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="full", crop=0.1)
+    assert len(learned_norms(build_model(cropped), cropped)) == len(chosen)
     frozen = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="feature_extraction")
     assert learned_norms(build_model(frozen), frozen) == []
     # a scratch model's layers all learned on the training images and all carry the scanner's shift: every one moves

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import MedImageError
-from core.models import BACKBONES, MODEL_NAMES, ModelConfig, WeightsUnavailable, build_model
+from core.models import BACKBONES, MODEL_NAMES, ModelConfig, WeightsUnavailable, backbone_of, border_pixels, build_model
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -48,6 +48,28 @@ def test_saved_model_loads_in_safe_mode(tmp_path: Path) -> None:
     loaded = keras.saving.load_model(path, safe_mode=True)
     x = np.full((1, 64, 64, 1), 128, "float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
+
+
+def test_a_border_crop_is_inside_the_model_and_the_borders_change_nothing(tmp_path: Path) -> None:
+    """The crop is a layer, so a saved or exported model takes the whole image and cuts it the same way."""
+    backbone = ModelConfig(name="mobilenetv2", image_size=96, channels=1, freeze="full", crop=0.1)
+    assert backbone_of(build_model(backbone)).input_shape[1:3] == (76, 76)  # the centre only, at full resolution
+    config = ModelConfig(name="xraynet", image_size=96, channels=1, dense=(), crop=0.1)
+    model = build_model(config)
+    assert border_pixels(config) == 10 and model.input_shape == (None, 96, 96, 1)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 1)).astype("float32")
+    scribbled = x.copy()
+    scribbled[:, :10], scribbled[:, -10:], scribbled[:, :, :10], scribbled[:, :, -10:] = 0, 255, 17, 200
+    np.testing.assert_allclose(model.predict(scribbled, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    inside = x.copy()
+    inside[:, 40:56, 40:56] = 255
+    assert not np.allclose(model.predict(inside, verbose=0), model.predict(x, verbose=0))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(scribbled, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
+    assert ModelConfig.from_dict(config.to_dict()) == config and ModelConfig.from_dict({"name": "xraynet"}).crop == 0.0
+    with pytest.raises(MedImageError, match="border crop must be between 0 and 0.3"):
+        build_model(ModelConfig(crop=0.5))
 
 
 def test_local_weights_file_and_offline_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

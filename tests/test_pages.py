@@ -188,11 +188,13 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at.selectbox(key="train_precision").set_value("off")
     at.number_input(key="train_ema").set_value(2.0)
     at.number_input(key="train_mixup").set_value(0.2)
+    at.number_input(key="train_crop").set_value(0.1)
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 2.0 and config["mixup"] == 0.2  # the job averages its weights and blends its images
+    assert config["model"]["crop"] == 0.1  # and its model cuts the borders
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)

@@ -52,6 +52,26 @@ def test_cam_peaks_on_the_evidence_and_respects_the_class(method) -> None:
     assert against.heatmaps.max() == 0.0
 
 
+def test_cam_of_a_cropping_model_lands_on_the_uncropped_image() -> None:
+    """A model that cuts 4 px off each side: the map covers the centre at its place in the whole image, the borders
+    get no heat. Stretched over the whole image instead, the blob's heat would shift by up to 3 px and spill onto
+    the borders."""
+    inputs = keras.Input((32, 32, 1))
+    cropped = keras.layers.Cropping2D(4, name="crop")(inputs)
+    feat = keras.layers.Conv2D(1, 1, name="feat", kernel_initializer="ones", bias_initializer="zeros")(cropped)
+    out = keras.layers.Dense(1, activation="sigmoid", name="prediction", kernel_initializer="ones",
+                             bias_initializer=keras.initializers.Constant(-5.0))(keras.layers.GlobalAveragePooling2D()(feat))
+    model = keras.Model(inputs, out)
+    explainer = GradCam(model)
+    assert explainer.layer == "feat" and spatial_layers(model) == ["feat"]
+    image = np.zeros((1, 32, 32, 1), np.float32)
+    image[0, 4:10, 20:28] = 255.0  # touching the top crop line
+    heat = explainer.explain(image, class_index=1).heatmaps[0]
+    assert heat.shape == (32, 32) and heat[4:10, 20:28].min() > 0.9
+    assert heat[:4].max() == 0 and heat[-4:].max() == 0 and heat[:, :4].max() == 0 and heat[:, -4:].max() == 0
+    assert heat[14:, :].max() < 0.05 and heat[:, :16].max() < 0.05
+
+
 def test_cam_rejects_models_without_spatial_layers_and_bad_layer_names() -> None:
     inputs = keras.Input((8, 8, 1))
     mlp = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(inputs)))

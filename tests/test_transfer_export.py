@@ -157,7 +157,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from core.runs import create_run
     from core.train import make_config, run_job
 
-    config = make_config("demo", "smallnet", image_size=48, epochs=2, batch_size=32, tensorboard=False, tune_threshold=True)
+    # with a border crop: every export format must carry the Cropping2D layer and take the whole image
+    config = make_config("demo", "smallnet", image_size=48, epochs=2, batch_size=32, tensorboard=False, tune_threshold=True, crop=0.1)
     run = create_run(config.to_dict(), tmp_path_factory.mktemp("export-runs"))
     assert run_job(run, verbose=0) == "completed"
     from core.dataset import open_dataset
@@ -192,6 +193,7 @@ def test_export_matches_the_run_and_writes_a_card(demo_run: Path, tmp_path: Path
     assert result["max_abs_diff"] <= tolerance and result["checked_images"] == 32
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["input"]["size"] == [48, 48] and card["input"]["colour"] == "grayscale"
+    assert card["input"]["border_crop"] == 0.1
     assert "NOT FOR CLINICAL USE" in card["intended_use"] and card["threshold_source"].endswith("validation split")
     assert "test" in card["evaluations"] and len(card["evaluations"]["test"]["accuracy_ci95"]) == 2
     assert card["training"]["data"]["counts"]["NORMAL"]["train"] > 0 and "tensorflow" in card["software"]
