@@ -6,7 +6,8 @@ patient-grouped validation and external-dev accuracy and AUC (bootstrap 95% inte
 the same after `adapt` on external-dev's images (no labels). Every variant run is printed, so the
 number of looks at external-dev is visible; the README lists them all.
 
-    python bench/generalisation_bench.py [--variants xray xray-scratch xray-imagenet xray-decay xray-0.5 xray-ema xray-geo]
+    python bench/generalisation_bench.py [--variants xray xray-scratch xray-imagenet xray-decay xray-0.5 xray-ema xray-geo
+                                         xray-mixup xray-crop]
                                          [--seeds 0 1] [--epochs N]
 """
 
