@@ -85,6 +85,7 @@ class GradCam:
         crop = next((layer for layer in model.layers if layer.name == "crop"), None)
         # a border crop inside the model: the maps cover the central region, and the cut borders get no heat
         self.cropping = tuple(tuple(side) for side in crop.cropping) if crop is not None else ((0, 0), (0, 0))
+        self.crops = any(any(side) for side in self.cropping)
         self.model = keras.Model(model.inputs, outputs)
         self._step = tf.function(self._forward_backward, reduce_retracing=True)
 

@@ -118,7 +118,8 @@ def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dic
             else colorize(heat, cam_options["colormap"])
         )
         target = predictor.classes[class_index] if predictor.head != "ordinal" else "score"
-        st.image(view, caption=f"{cam_options['method']} for {target} at layer {layer}", width="stretch")
+        cut = "; the model looks at the centre only (border crop), so the cut borders stay blank" if explainer.crops else ""
+        st.image(view, caption=f"{cam_options['method']} for {target} at layer {layer}{cut}", width="stretch")
     st.caption("Not for clinical use.")
 
 

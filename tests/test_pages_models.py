@@ -96,7 +96,8 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
                                                    ("bad.png", b"nope", "image/png")]).run()
     assert not at.exception and not at.error
     assert any(m.value in ("### NORMAL", "### PNEUMONIA") for m in at.markdown)
-    assert any("Grad-CAM for" in c for img in at.get("image") for c in img.captions)
+    captions = [c for img in at.get("image") for c in img.captions]
+    assert any("Grad-CAM for" in c for c in captions) and not any("border crop" in c for c in captions)
     assert any("threshold" in c.value for c in at.caption)
     at.selectbox(key="pred_image").set_value("ct.dcm").run()
     assert not at.exception
@@ -109,11 +110,13 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
 
 
 def test_three_class_run_on_evaluate_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run on a 3-class folder (a softmax head, fitted by the job) through Evaluate and Predict like any run."""
+    """A run on a 3-class folder (a softmax head, fitted by the job) and a border crop, through Evaluate and Predict
+    like any run; Predict says why the map's borders are blank."""
     from tests.conftest import make_separable_classes
 
     data = make_separable_classes(tmp_path / "ds", {"a": 40, "b": 120, "c": 200}, n=20)
-    config = TrainConfig(data=str(data), epochs=2, tensorboard=False, model=ModelConfig(image_size=32), pipeline=PipelineConfig(image_size=32))
+    config = TrainConfig(data=str(data), epochs=2, tensorboard=False, model=ModelConfig(image_size=32, crop=0.1),
+                         pipeline=PipelineConfig(image_size=32))
     run = create_run(config.to_dict(), tmp_path / "models")
     assert run_job(run, verbose=0) == "completed"
     monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path / "models"))
@@ -128,7 +131,7 @@ def test_three_class_run_on_evaluate_and_predict(tmp_path: Path, monkeypatch: py
     at.file_uploader(key="pred_files").set_value([("c.png", (data / "c" / "c0.png").read_bytes(), "image/png")]).run()
     assert not at.exception and not at.error
     assert any(m.value in ("### a", "### b", "### c") for m in at.markdown)
-    assert any("Grad-CAM for" in c for img in at.get("image") for c in img.captions)
+    assert any("Grad-CAM for" in c and "border crop" in c for img in at.get("image") for c in img.captions)
 
 
 def test_predict_page_refuses_a_lambda_model(tmp_path: Path) -> None:
