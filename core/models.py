@@ -301,8 +301,17 @@ def _load_weights(base, path: Path, config: ModelConfig) -> None:
 
 def _backbone(config: ModelConfig):
     spec = BACKBONES[config.name]
-    constructor = getattr(keras.applications, spec.constructor)
     kwargs = _constructor_kwargs(config)
+
+    def constructor(**more):
+        try:
+            return getattr(keras.applications, spec.constructor)(**more)
+        except ValueError as exc:  # e.g. InceptionV3 under 75 px: the job would fail with Keras' words only
+            side = kwargs["input_shape"][0]
+            cut = f" (the border crop leaves {side} of {config.image_size} px)" if config.crop else ""
+            raise MedImageError(f"{spec.constructor} cannot take {side}x{side} images{cut}: {exc}. "
+                                "Use a larger image size or a smaller border crop.") from exc
+
     weights = config.weights
     if spec.alphas and weights == "imagenet" and config.alpha not in spec.alphas:
         raise WeightsUnavailable(f"{spec.constructor} has ImageNet weights for alpha {', '.join(map(str, spec.alphas))} "
@@ -312,6 +321,8 @@ def _backbone(config: ModelConfig):
         if found is None:
             try:  # Keras' own download into ~/.keras/models
                 return constructor(weights="imagenet", **kwargs)
+            except MedImageError:
+                raise
             except Exception as exc:  # noqa: BLE001 - offline downloads fail with URL, socket and HTTP errors alike
                 raise WeightsUnavailable(weights_hint(config.name, config.alpha, config.image_size)) from exc
         base = constructor(weights=None, **kwargs)

@@ -70,6 +70,8 @@ def test_a_border_crop_is_inside_the_model_and_the_borders_change_nothing(tmp_pa
     assert ModelConfig.from_dict(config.to_dict()) == config and ModelConfig.from_dict({"name": "xraynet"}).crop == 0.0
     with pytest.raises(MedImageError, match="border crop must be between 0 and 0.3"):
         build_model(ModelConfig(crop=0.5))
+    with pytest.raises(MedImageError, match=r"InceptionV3 cannot take 38x38 images \(the border crop leaves 38 of 96 px\).*at least 75"):
+        build_model(ModelConfig(name="inceptionv3", image_size=96, channels=3, crop=0.3))
 
 
 def test_local_weights_file_and_offline_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -216,6 +216,17 @@ def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyP
     at.button[0].click().run()
     assert not at.exception
     assert any("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in e.value for e in at.error)
+    # a backbone too small for its images after the border crop: the form says so and no run is made
+    from core.runs import list_runs
+
+    before = len(list_runs())
+    at.selectbox(key="train_model").set_value("inceptionv3")
+    at.selectbox(key="train_weights").set_value("none")
+    at.number_input(key="train_size").set_value(96)
+    at.number_input(key="train_crop").set_value(0.3)
+    at.button[0].click().run()
+    assert not at.exception and any("InceptionV3 cannot take 38x38 images" in e.value for e in at.error)
+    assert len(list_runs()) == before
 
 
 @pytest.mark.slow
