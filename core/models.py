@@ -158,6 +158,12 @@ def border_pixels(config: ModelConfig) -> int:
     return round(config.crop * config.image_size)
 
 
+def _too_small(config: ModelConfig, what: str, why: str = ".") -> MedImageError:
+    side = config.image_size - 2 * border_pixels(config)
+    cut = f" (the border crop leaves {side} of {config.image_size} px)" if config.crop else ""
+    return MedImageError(f"{what} cannot take {side}x{side} images{cut}{why} Use a larger image size or a smaller border crop.")
+
+
 def n_outputs(config: ModelConfig) -> int:
     return config.n_classes if config.head == "multiclass" else 1
 
@@ -307,10 +313,7 @@ def _backbone(config: ModelConfig):
         try:
             return getattr(keras.applications, spec.constructor)(**more)
         except ValueError as exc:  # e.g. InceptionV3 under 75 px: the job would fail with Keras' words only
-            side = kwargs["input_shape"][0]
-            cut = f" (the border crop leaves {side} of {config.image_size} px)" if config.crop else ""
-            raise MedImageError(f"{spec.constructor} cannot take {side}x{side} images{cut}: {exc}. "
-                                "Use a larger image size or a smaller border crop.") from exc
+            raise _too_small(config, spec.constructor, f": {exc}.") from exc
 
     weights = config.weights
     if spec.alphas and weights == "imagenet" and config.alpha not in spec.alphas:
@@ -386,10 +389,14 @@ def build_model(config: ModelConfig) -> keras.Model:
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
     border = border_pixels(config)
     # after augmentation (a pipeline stage), so a shifted image is cut the same way; the network sees fewer pixels
-    image = layers.Cropping2D(((border, border), (border, border)), name="crop")(inputs) if border else inputs
+    # float32 under mixed precision too: a cut must not round the pixels (in-model equalisation ranks them)
+    image = layers.Cropping2D(((border, border), (border, border)), name="crop", dtype="float32")(inputs) if border else inputs
     if config.name in SCRATCH:
         builder = {"smallnet": _smallnet, "cifar_cnn": _cifar_cnn, "mlp": _mlp, "resnet18": _resnet18, "xraynet": _xraynet}[config.name]
-        return keras.Model(inputs, builder(image, config), name=config.name)
+        try:
+            return keras.Model(inputs, builder(image, config), name=config.name)
+        except ValueError as exc:  # its poolings ran the image down to nothing
+            raise _too_small(config, config.name, ": its poolings shrink it to nothing.") from exc
     if config.freeze not in FREEZE_MODES:
         raise MedImageError(f"Unknown freeze mode '{config.freeze}'. Choose one of: {', '.join(FREEZE_MODES)}.")
     base = _backbone(config)

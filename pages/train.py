@@ -118,8 +118,7 @@ elif submitted:
     )
     model = config.model
     try:
-        if model.weights != "none" or model.name in BACKBONES:
-            build_model(model)  # fail here, with the message (a missing file, an image too small), rather than in the job
+        build_model(model)  # fail here, with the message (a missing weights file, an image too small), rather than in the job
         if preset.startswith("Overfit"):
             config, rows = overfit_preset(data, base=config)
             started = [create_run_with_rows(config, rows)]

@@ -72,6 +72,8 @@ def test_a_border_crop_is_inside_the_model_and_the_borders_change_nothing(tmp_pa
         build_model(ModelConfig(crop=0.5))
     with pytest.raises(MedImageError, match=r"InceptionV3 cannot take 38x38 images \(the border crop leaves 38 of 96 px\).*at least 75"):
         build_model(ModelConfig(name="inceptionv3", image_size=96, channels=3, crop=0.3))
+    with pytest.raises(MedImageError, match=r"xraynet cannot take 12x12 images \(the border crop leaves 12 of 32 px\)"):
+        build_model(ModelConfig(name="xraynet", image_size=32, crop=0.3))
 
 
 def test_local_weights_file_and_offline_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
