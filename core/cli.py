@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
@@ -73,10 +74,8 @@ def _border_share(text: str) -> float:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core import jobs
-    from core.runs import create_run, read_status
+    from core.runs import create_run
     from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
 
     args.epochs_given = args.epochs is not None
@@ -95,13 +94,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
                                 mixed_precision=args.precision, external=tuple(args.external),
                                 **({"epochs": args.epochs} if args.epochs_given else {}))
-        if args.create_only:
-            return {"run": str(run), "state": read_status(run).get("state")}
-        if args.background:
-            return {"run": str(run), "state": jobs.start(run)}
-        (run / ".claimed").touch()
-        state = run_job(run, verbose=0 if args.json else 2)
-        return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_value", "threshold", "message")}}
+        return _launch(run, args)
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
@@ -116,18 +109,26 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         run = create_run_with_rows(config, rows, runs_dir)
     else:
         run = create_run(config.to_dict(), runs_dir)
+    return _launch(run, args)
+
+
+def _launch(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A created run: left as it is (--create-only), started as a background job, or trained here until it ends."""
+    from core import jobs
+    from core.runs import read_status
+    from core.train import run_job
+
     if args.create_only:
         return {"run": str(run), "state": read_status(run).get("state")}
     if args.background:
         return {"run": str(run), "state": jobs.start(run)}
     (run / ".claimed").touch()
     state = run_job(run, verbose=0 if args.json else 2)
-    return {"run": str(run), "state": state, **{k: read_status(run).get(k) for k in ("epoch", "best_metric", "best_value", "message")}}
+    status = read_status(run)
+    return {"run": str(run), "state": state, **{k: status.get(k) for k in ("epoch", "best_metric", "best_value", "threshold", "message")}}
 
 
 def _runs(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core.runs import list_runs
 
     table = list_runs(Path(args.runs_dir) if args.runs_dir else None)
@@ -135,8 +136,6 @@ def _runs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core.dataset_store import open_source
     from core.evaluate import predict_table, summarize
     from core.runs import read_json, run_rows
@@ -165,8 +164,6 @@ def _read_each(files: list[str], results: list[dict[str, Any]]):
 
 def _write_cam(folder: str, file: str, pixels, heatmap) -> str:
     """The Grad-CAM overlay of one file as <folder>/<name>-gradcam.png; returns its path."""
-    from pathlib import Path
-
     from core.gradcam import overlay
     from core.image_reader import encode_png
 
@@ -177,8 +174,6 @@ def _write_cam(folder: str, file: str, pixels, heatmap) -> str:
 
 
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core.gradcam import GradCam
     from core.predict import from_model, from_run, load_model_file
 
@@ -226,8 +221,6 @@ def _imagenet(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _export(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core.export import export_run
 
     run = Path(args.run_dir)
@@ -238,8 +231,6 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _adapt(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
     from core.adapt import adapt_run
     from core.runs import read_status
 

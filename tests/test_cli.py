@@ -64,3 +64,19 @@ def test_train_ema_mixup_and_crop_reach_the_run_config_and_bad_values_are_refuse
     assert result.returncode == 2 and "positive number of epochs" in result.stderr
     result = _run(*common, "--mixup", "2")
     assert result.returncode == 2 and "between 0 (off) and 1" in result.stderr
+
+
+def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_threshold(tmp_path: Path) -> None:
+    """The acceptance command's path (`train --recipe NAME --data DIR`): the recipe's config and patient-grouped split,
+    trained here until it ends, with the validation threshold in its answer."""
+    runs = str(tmp_path / "runs")
+    created = _run("train", "--recipe", "xray", "--data", "demo", "--runs-dir", runs, "--create-only", "--json")
+    assert created.returncode == 0, created.stderr[-2000:]
+    config = json.loads((Path(json.loads(created.stdout)["run"]) / "config.json").read_text())
+    assert config["model"]["name"] == "mobilenetv2" and config["model"]["freeze"] == "full" and config["tune_threshold"]
+    result = subprocess.run([sys.executable, "-m", "core", "train", "--recipe", "xray-scratch", "--data", "demo", "--epochs", "1",
+                             "--runs-dir", runs, "--json"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["state"] == "completed" and out["epoch"] == 1 and 0 < out["threshold"] < 1
+    assert (Path(out["run"]) / "rows.csv").exists()  # its own split, kept with the run
