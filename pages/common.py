@@ -12,7 +12,7 @@ from core.dataset_store import SAVED_PREFIX, open_source
 from core.device_info import device_summary, quick_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
-from core.runs import list_runs
+from core.runs import FINAL_STATES, list_runs
 
 DATASET_KEY = "dataset_source"
 
@@ -157,13 +157,20 @@ def quick_device() -> dict[str, Any]:
     return quick_summary()
 
 
+def _latest_run() -> None:
+    runs = list_runs()
+    st.markdown(f"{runs.iloc[0]['run']} ({runs.iloc[0]['state']})" if len(runs) else "none yet: train one on the Train page")
+
+
 def sidebar(dataset_source: str) -> None:
     with st.sidebar:
         st.caption("Active dataset")
         st.markdown(f"**{source_label(dataset_source)}**")
         st.caption("Latest run")
         runs = list_runs()
-        st.markdown(f"{runs.iloc[0]['run']} ({runs.iloc[0]['state']})" if len(runs) else "none yet: train one on the Train page")
+        active = bool(len(runs)) and runs.iloc[0]["state"] not in FINAL_STATES
+        # while a run is queued or training, the line follows it (it said 'queued' beside a completed run before)
+        st.fragment(run_every=3 if active else None)(_latest_run)()
         info = quick_device()
         st.caption("Device")
         st.markdown(f"{info['device']} · TensorFlow {info['tensorflow']} · Keras {info['keras']}")

@@ -157,6 +157,8 @@ def test_train_extend_stop_resume_in_chromium(server_url: str, page) -> None:
     page.get_by_role("button", name="Resume").click()
     # early stopping may end it before epoch 12; what matters is that the resumed job completes
     page.get_by_text(re.compile(r"completed · epoch \d+/12")).first.wait_for(timeout=180_000)
+    # the sidebar's latest run follows it too, without a reload (it used to stay at the state the page was drawn with)
+    page.locator("[data-testid='stSidebar']").get_by_text(re.compile(r"xraynet-\w+ \(completed\)")).wait_for(timeout=15_000)
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(ARTIFACTS / "train.png"), full_page=True)
 
