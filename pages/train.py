@@ -33,43 +33,59 @@ recipe_label = st.selectbox(
          "weights file. A recipe sets everything but the dataset and epochs.",
 )
 recipe = RECIPE_CHOICES[recipe_label]
+# With a recipe, the greyed-out fields show what it will use (keys of their own: a widget's value follows its key)
+shown = recipe_config(recipe, "") if recipe else make_config("", image_size=128, batch_size=16)
+
+
+def key(name: str) -> str:
+    return f"{name}_{recipe}" if recipe else name
+
+
+FREEZE_CHOICES = ["feature_extraction", "fine_tune", "full"]
+ALPHAS = [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4]
+WEIGHT_CHOICES = ["none", "imagenet", "local file"]
 with st.form("train_form"):
     cols = st.columns(3)
     data = cols[0].selectbox("Dataset", list(dict.fromkeys(sources)), format_func=source_label, key="train_data",
                            help="The images to learn from: the active dataset, or one saved on the Dataset page with its own split.")
-    model_name = cols[1].selectbox("Model", MODEL_NAMES, disabled=bool(recipe), key="train_model",
+    model_name = cols[1].selectbox("Model", MODEL_NAMES, index=MODEL_NAMES.index(shown.model.name), disabled=bool(recipe),
+                                   key=key("train_model"),
                                    help="SmallNet and the other small models learn from scratch in grayscale; the backbones "
                                         "(VGG16, ResNet50, ...) start from what they learned on millions of everyday photos (ImageNet).")
-    weights = cols[2].selectbox("Weights", ["none", "imagenet", "local file"], disabled=bool(recipe), key="train_weights",
+    weights = cols[2].selectbox("Weights", WEIGHT_CHOICES, index=WEIGHT_CHOICES.index(shown.model.weights), disabled=bool(recipe),
+                                key=key("train_weights"),
                                 help="What a backbone starts from: 'imagenet' reuses what it learned on everyday photos "
                                      "(a download, or the file in ~/.keras/models); 'none' starts from random numbers.")
     cols = st.columns(4)
-    image_size = cols[0].number_input("Image size", 32, 512, 128, 16, disabled=bool(recipe), key="train_size", help=help_text("image size"))
-    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS[recipe] if recipe else 10,
-                                  key=f"train_epochs_{recipe}" if recipe else "train_epochs", help=help_text("epoch"))
-    batch_size = cols[2].number_input("Batch size", 1, 512, 16, disabled=bool(recipe), key="train_batch", help=help_text("batch size"))
-    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", disabled=bool(recipe), key="train_lr",
+    image_size = cols[0].number_input("Image size", 32, 512, shown.model.image_size, 16, disabled=bool(recipe), key=key("train_size"),
+                                      help=help_text("image size"))
+    epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS[recipe] if recipe else 10, key=key("train_epochs"), help=help_text("epoch"))
+    batch_size = cols[2].number_input("Batch size", 1, 512, shown.pipeline.batch_size, disabled=bool(recipe), key=key("train_batch"),
+                                      help=help_text("batch size"))
+    lr = cols[3].number_input("Learning rate", 1e-6, 1.0, shown.learning_rate, format="%.5f", disabled=bool(recipe), key=key("train_lr"),
                              help=help_text("learning rate"))
     cols = st.columns(2)
-    alpha = cols[0].selectbox("Width (alpha, MobileNet / MobileNetV2 only)", [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4], disabled=bool(recipe),
-                              key="train_alpha", help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
+    alpha = cols[0].selectbox("Width (alpha, MobileNet / MobileNetV2 only)", ALPHAS, index=ALPHAS.index(shown.model.alpha),
+                              disabled=bool(recipe), key=key("train_alpha"),
+                              help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
                               "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
-    crop = cols[1].number_input("Border crop (share of each side, 0 = off)", 0.0, MAX_CROP, 0.0, 0.05, disabled=bool(recipe),
-                                key="train_crop", help=help_text("border crop"))
+    crop = cols[1].number_input("Border crop (share of each side, 0 = off)", 0.0, MAX_CROP, shown.model.crop, 0.05, disabled=bool(recipe),
+                                key=key("train_crop"), help=help_text("border crop"))
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
     cols = st.columns(5)
-    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=True, disabled=bool(recipe), key="train_augment",
-                                    help=help_text("augmentation"))
-    class_weighting = cols[1].checkbox("Class weights", value=True, disabled=bool(recipe), key="train_class_weights",
-                                      help=help_text("class weights"))
-    ema_epochs = cols[2].number_input("Weight averaging (epochs)", 0.0, 100.0, 0.0, 1.0, disabled=bool(recipe), key="train_ema",
-                                      help=help_text("weight averaging"))
-    mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, 0.0, 0.1, disabled=bool(recipe), key="train_mixup",
+    augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=shown.augment is not None, disabled=bool(recipe),
+                                  key=key("train_augment"), help=help_text("augmentation"))
+    class_weighting = cols[1].checkbox("Class weights", value=shown.class_weighting, disabled=bool(recipe), key=key("train_class_weights"),
+                                       help=help_text("class weights"))
+    ema_epochs = cols[2].number_input("Weight averaging (epochs)", 0.0, 100.0, float(shown.ema_epochs), 1.0, disabled=bool(recipe),
+                                      key=key("train_ema"), help=help_text("weight averaging"))
+    mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, float(shown.mixup), 0.1, disabled=bool(recipe), key=key("train_mixup"),
                                  help=help_text("mixup"))
-    freeze = cols[4].selectbox("Backbone training", ["feature_extraction", "fine_tune", "full"], disabled=bool(recipe), key="train_freeze",
-                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
-                                     "layers (fine_tune), or all of it (full, slow, needs more images).")
+    freeze = cols[4].selectbox("Backbone training", FREEZE_CHOICES, index=FREEZE_CHOICES.index(shown.model.freeze), disabled=bool(recipe),
+                               key=key("train_freeze"),
+                               help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
+                                    "layers (fine_tune), or all of it (full, slow, needs more images).")
     cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
                            horizontal=True, disabled=bool(recipe), key="train_preset",

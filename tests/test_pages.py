@@ -206,6 +206,27 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     assert any("completed" in p.proto.text for p in at.get("progress"))
 
 
+def test_train_page_shows_what_a_recipe_will_use() -> None:
+    """The fields a recipe sets are greyed out and show the recipe's values, not the custom defaults (they said
+    'smallnet' beside the recipe that trains xraynet); Custom shows its own."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_recipe").set_value("X-ray recipe, from scratch (works offline)").run()
+    assert not at.exception
+    assert at.selectbox(key="train_model_xray-scratch").value == "xraynet" and at.selectbox(key="train_model_xray-scratch").disabled
+    assert at.number_input(key="train_size_xray-scratch").value == 128 and at.number_input(key="train_batch_xray-scratch").value == 32
+    assert at.number_input(key="train_lr_xray-scratch").value == pytest.approx(1e-3)
+    label = next(o for o in at.selectbox(key="train_recipe").options if o.startswith("X-ray recipe: ImageNet"))
+    at.selectbox(key="train_recipe").set_value(label).run()
+    assert not at.exception
+    assert at.selectbox(key="train_model_xray").value == "mobilenetv2" and at.selectbox(key="train_weights_xray").value == "imagenet"
+    assert at.selectbox(key="train_alpha_xray").value == 0.35 and at.selectbox(key="train_freeze_xray").value == "full"
+    assert at.number_input(key="train_size_xray").value == 224 and at.number_input(key="train_lr_xray").value == pytest.approx(1e-4)
+    at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
+    assert at.selectbox(key="train_model").value == "smallnet" and at.number_input(key="train_size").value == 128
+    assert not at.selectbox(key="train_model").disabled and at.selectbox(key="train_alpha").value == 1.0
+
+
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
