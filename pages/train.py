@@ -10,7 +10,7 @@ from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
-from core.models import BACKBONES, MAX_CROP, MODEL_NAMES, build_model
+from core.models import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
 from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
@@ -41,7 +41,6 @@ def key(name: str) -> str:
     return f"{name}_{recipe}" if recipe else name
 
 
-FREEZE_CHOICES = ["feature_extraction", "fine_tune", "full"]
 ALPHAS = [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4]
 WEIGHT_CHOICES = ["none", "imagenet", "local file"]
 with st.form("train_form"):
@@ -82,7 +81,7 @@ with st.form("train_form"):
                                       key=key("train_ema"), help=help_text("weight averaging"))
     mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, float(shown.mixup), 0.1, disabled=bool(recipe), key=key("train_mixup"),
                                  help=help_text("mixup"))
-    freeze = cols[4].selectbox("Backbone training", FREEZE_CHOICES, index=FREEZE_CHOICES.index(shown.model.freeze), disabled=bool(recipe),
+    freeze = cols[4].selectbox("Backbone training", FREEZE_MODES, index=FREEZE_MODES.index(shown.model.freeze), disabled=bool(recipe),
                                key=key("train_freeze"),
                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
                                     "layers (fine_tune), or all of it (full, slow, needs more images).")
