@@ -164,11 +164,23 @@ def _metrics_problem(run: Path) -> str:
     return "" if "epoch" in frame.columns else "metrics.csv has no epoch column"
 
 
+def _run_folders(runs_dir: Path | None) -> list[Path]:
+    """Run folders, newest first (names start with their creation time)."""
+    runs_dir = Path(runs_dir or models_dir())
+    return sorted((p for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").exists()), reverse=True)
+
+
+def latest_run(runs_dir: Path | None = None) -> tuple[str, str] | None:
+    """The newest run's name and state, reading that run alone: the sidebar shows it on every page run, where
+    list_runs would read every run's status, config and metrics."""
+    folders = _run_folders(runs_dir)
+    return (folders[0].name, effective_state(read_status(folders[0]))) if folders else None
+
+
 def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
     """One row per run folder, newest first: name, state, model, dataset, epoch, best, message."""
-    runs_dir = Path(runs_dir or models_dir())
     rows = []
-    for run in sorted((p for p in runs_dir.iterdir() if p.is_dir() and (p / "config.json").exists()), reverse=True):
+    for run in _run_folders(runs_dir):
         status = read_status(run)
         try:
             config = read_json(run / "config.json")

@@ -12,7 +12,7 @@ from core.dataset_store import SAVED_PREFIX, open_source
 from core.device_info import device_summary, quick_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
-from core.runs import FINAL_STATES, list_runs
+from core.runs import FINAL_STATES, latest_run
 
 DATASET_KEY = "dataset_source"
 
@@ -158,8 +158,8 @@ def quick_device() -> dict[str, Any]:
 
 
 def _latest_run() -> None:
-    runs = list_runs()
-    st.markdown(f"{runs.iloc[0]['run']} ({runs.iloc[0]['state']})" if len(runs) else "none yet: train one on the Train page")
+    latest = latest_run()
+    st.markdown(f"{latest[0]} ({latest[1]})" if latest else "none yet: train one on the Train page")
 
 
 def sidebar(dataset_source: str) -> None:
@@ -167,8 +167,8 @@ def sidebar(dataset_source: str) -> None:
         st.caption("Active dataset")
         st.markdown(f"**{source_label(dataset_source)}**")
         st.caption("Latest run")
-        runs = list_runs()
-        active = bool(len(runs)) and runs.iloc[0]["state"] not in FINAL_STATES
+        latest = latest_run()
+        active = latest is not None and latest[1] not in FINAL_STATES
         # while a run is queued or training, the line follows it (it said 'queued' beside a completed run before)
         st.fragment(run_every=3 if active else None)(_latest_run)()
         info = quick_device()

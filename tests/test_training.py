@@ -19,7 +19,7 @@ import pytest
 from core import jobs
 from core.models import ModelConfig
 from core.pipeline import PipelineConfig
-from core.runs import create_run, effective_state, list_runs, read_metrics, read_status, request
+from core.runs import create_run, effective_state, latest_run, list_runs, read_metrics, read_status, request
 from core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,8 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     # one replica on one device; "auto" precision is this machine's (bfloat16 on a CPU with native bfloat16)
     assert status["replicas"] == 1 and status["precision"] == precision_for("auto")
     assert list_runs(tmp_path).iloc[0]["state"] == "completed"
+    (tmp_path / "no-runs").mkdir()
+    assert latest_run(tmp_path) == (run.name, "completed") and latest_run(tmp_path / "no-runs") is None
     # a finished run can be extended and resumed: it continues from last.keras
     request(run, extend=1)
     assert jobs.resume(run) == "running"
@@ -86,7 +88,7 @@ def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
     while effective_state(read_status(run)) != "interrupted" and time.time() < deadline:
         time.sleep(0.1)
     assert effective_state(read_status(run)) == "interrupted"
-    assert list_runs(tmp_path).iloc[0]["state"] == "interrupted"
+    assert list_runs(tmp_path).iloc[0]["state"] == "interrupted" and latest_run(tmp_path) == (run.name, "interrupted")
     json.loads((run / "status.json").read_text())  # nothing half-written
     resumed_from = json.loads((run / "last.json").read_text())["epoch"]
     assert resumed_from >= 1
