@@ -56,7 +56,7 @@ def _horizon(text: str) -> float:
 
 
 def _mix_strength(text: str) -> float:
-    """--mixup's value: 0 (off) up to 1, as Keras' MixUp takes it."""
+    """--mixup's and --cutmix's value: 0 (off) up to 1, as Keras' MixUp and CutMix take it."""
     value = float(text)
     if not 0.0 <= value <= 1.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be between 0 (off) and 1, e.g. 0.2; got {text}")
@@ -76,7 +76,7 @@ def _border_share(text: str) -> float:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from core import jobs
     from core.runs import create_run
-    from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
+    from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, run_job
 
     args.epochs_given = args.epochs is not None
     for source in args.external:  # a wrong folder fails here, not after the first epoch
@@ -99,7 +99,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
                          fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
-                         mixup=args.mixup, crop=args.crop)
+                         mixup=args.mixup, cutmix=args.cutmix, cosine=args.cosine, crop=args.crop)
+    blend_of(config)  # mixup and CutMix both asked for: refused before a run folder is made
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]
@@ -286,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "and predictions use the average; 0 = off")
     train.add_argument("--mixup", type=_mix_strength, default=0.0, metavar="ALPHA",
                        help="binary head: blend training images in pairs (mixup), blend weights ~ Beta(ALPHA, ALPHA), e.g. 0.2; 0 = off")
+    train.add_argument("--cutmix", type=_mix_strength, default=0.0, metavar="FACTOR",
+                       help="binary head: paste a box of another training image in, the target weighted by its area (CutMix); "
+                            "Keras' factor, 1.0 usual; 0 = off; not with --mixup")
+    train.add_argument("--cosine", action="store_true",
+                       help="the learning rate follows half a cosine from --lr towards 0 over the epochs, instead of halving "
+                            "when validation loss stalls")
     train.add_argument("--crop", type=_border_share, default=0.0, metavar="SHARE",
                        help="cut this share of each side inside the model (side markers, exposure edges), e.g. 0.1 keeps the "
                             "central 80%%; Grad-CAM maps back onto the whole image; 0 = off")

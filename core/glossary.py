@@ -42,6 +42,11 @@ GLOSSARY: dict[str, str] = {
                         "it depends less on the exact epoch training stopped at. 0 epochs turns it off.",
     "mixup": "Training on blends of two images, the answer blended alike (e.g. 70% pneumonia), so the model learns to be "
              "less sure of itself. Two classes only; 0.2 is usual, 0 turns it off. Training accuracy counts blends and reads low.",
+    "CutMix": "Training on images with a box cut from another image pasted in, the answer blended by the box's area "
+              "(e.g. 30% pneumonia). Two classes only; 1.0 is usual, 0 turns it off. Not together with mixup.",
+    "cosine schedule": "The learning rate starts where you set it and slides down along half a cosine curve to almost "
+                       "nothing by the last epoch, instead of being halved when the validation loss stops improving. "
+                       "Extending a run stretches the curve.",
     "border crop": "Cutting this share off every side of the image inside the model, so it looks at the middle (the lungs) "
                    "and not at side markers or the edges of the exposure, which differ between hospitals. 0.1 keeps the "
                    "central 80%; Grad-CAM shows the cut borders cold.",

@@ -8,6 +8,7 @@ metrics and checkpoints current. Extending a finished fit starts another `fit` f
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from core import multiworker_fixes
 from core.atomic import write_bytes, write_json, write_text
-from core.augment import AugmentConfig, mixup_batches
+from core.augment import AugmentConfig, blend_batches
 from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_digest
 from core.dataset_store import open_source
 from core.errors import MedImageError
@@ -69,7 +70,9 @@ class TrainConfig:
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
     external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
     ema_epochs: float = 0.0  # 0 = off; else the weights are averaged (exponentially) over about this many epochs: see ema_momentum
-    mixup: float = 0.0  # 0 = off; else binary head: training images blended in pairs, weight ~ Beta(mixup, mixup) (core.augment.mixup_batches)
+    mixup: float = 0.0  # 0 = off; else binary head: training images blended in pairs, weight ~ Beta(mixup, mixup) (core.augment.blend_batches)
+    cutmix: float = 0.0  # 0 = off; else binary head: a box of another image pasted in, target by area (core.augment.blend_batches)
+    cosine: bool = False  # the LR follows a half cosine from learning_rate towards 0 over the run's epochs (replaces the plateau halving)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -140,6 +143,41 @@ class Dwell(keras.callbacks.Callback):
 def step_decay(every: int, factor: float):
     """LR multiplied by `factor` every `every` epochs (from the LR the epoch starts with)."""
     return keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * factor if epoch and epoch % every == 0 else lr)
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """The LR follows half a cosine, from the LR the run starts with towards 0 at the end of its planned epochs.
+
+    Each epoch multiplies the optimizer's current LR by the curve's step (f(e) / f(e - 1), f(e) = (1 + cos(pi e / T)) / 2),
+    instead of setting it from the start LR, so what the page does to a running job holds: a new LR typed mid-run
+    applies at once and the curve continues from it, and "extend" (T read from the recorder each epoch) stretches the rest of it.
+    A resumed run picks the curve up from the LR saved with its optimizer."""
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def factor(self, epoch: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.recorder.epochs) / max(self.recorder.epochs, 1)))
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        before = self.factor(epoch - 1)
+        if epoch > 0 and before > 0:
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.model.optimizer.learning_rate.assign(lr * self.factor(epoch) / before)
+
+
+def blend_of(config: TrainConfig) -> tuple[str, float] | None:
+    """The run's image blending (kind, strength) or None; a message for a config that cannot train with it."""
+    chosen = [(kind, strength) for kind, strength in (("mixup", config.mixup), ("cutmix", config.cutmix)) if strength]
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise MedImageError("Choose mixup or CutMix, not both: each blends a training image with one other.")
+    name = {"mixup": "Mixup", "cutmix": "CutMix"}[chosen[0][0]]
+    if config.model.head != "binary":
+        raise MedImageError(f"{name} is for a binary head (two classes); this run's head is '{config.model.head}'.")
+    return chosen[0]
 
 
 def log_line(run: Path, line: str) -> None:
@@ -391,10 +429,9 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         if config.class_weighting and config.model.head != "ordinal":
             by_label = class_weights(train["label"])
             weights = {classes.index(label): w for label, w in by_label.items()}
-        if config.mixup:
-            if config.model.head != "binary":
-                raise MedImageError(f"Mixup is for a binary head (two classes); this run's head is '{config.model.head}'.")
-            train_ds = train_ds.map(mixup_batches(config.mixup, weights, seed=config.seed)).prefetch(tf.data.AUTOTUNE)
+        blend = blend_of(config)
+        if blend:
+            train_ds = train_ds.map(blend_batches(*blend, weights, seed=config.seed)).prefetch(tf.data.AUTOTUNE)
             weights = None  # carried by each blend as its sample weight
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         last = run / "last.keras"
@@ -422,7 +459,9 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         if config.early_stopping_patience and val_ds is not None:
             callbacks.append(keras.callbacks.EarlyStopping("val_loss", min_delta=1e-3, patience=config.early_stopping_patience,
                                                            start_from_epoch=config.early_stopping_start))
-        if config.reduce_lr_patience and val_ds is not None:
+        if config.cosine:
+            callbacks.append(CosineDecay(recorder))
+        elif config.reduce_lr_patience and val_ds is not None:
             callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=config.reduce_lr_patience))
         if config.step_decay_every:
             callbacks.append(step_decay(config.step_decay_every, config.step_decay_factor))

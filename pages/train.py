@@ -13,7 +13,7 @@ from core.glossary import help_text
 from core.models import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
-from core.train import create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
+from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
 from pages.common import active_dataset_name, device, load_dataset, source_label
 
 st.title("Train")
@@ -63,13 +63,17 @@ with st.form("train_form"):
                                       help=help_text("batch size"))
     lr = cols[3].number_input("Learning rate", 1e-6, 1.0, shown.learning_rate, format="%.5f", disabled=bool(recipe), key=key("train_lr"),
                              help=help_text("learning rate"))
-    cols = st.columns(2)
+    cols = st.columns([3, 3, 2, 2])
     alpha = cols[0].selectbox("Width (alpha, MobileNet / MobileNetV2 only)", ALPHAS, index=ALPHAS.index(shown.model.alpha),
                               disabled=bool(recipe), key=key("train_alpha"),
                               help="Thinner networks (smaller alpha) are faster and smaller. ImageNet weights exist for "
                               "MobileNet at 0.25/0.5/0.75/1.0 and MobileNetV2 at 0.35/0.5/0.75/1.0/1.3/1.4.")
     crop = cols[1].number_input("Border crop (share of each side, 0 = off)", 0.0, MAX_CROP, shown.model.crop, 0.05, disabled=bool(recipe),
                                 key=key("train_crop"), help=help_text("border crop"))
+    cutmix = cols[2].number_input("CutMix (factor, 0 = off)", 0.0, 1.0, float(shown.cutmix), 0.1, disabled=bool(recipe),
+                                  key=key("train_cutmix"), help=help_text("CutMix"))
+    cosine = cols[3].checkbox("Cosine LR schedule", value=shown.cosine, disabled=bool(recipe), key=key("train_cosine"),
+                              help=help_text("cosine schedule"))
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
     cols = st.columns(5)
@@ -129,10 +133,12 @@ elif submitted:
         data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
         weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
         learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
-        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup), crop=float(crop),
+        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix),
+        cosine=cosine, crop=float(crop),
     )
     model = config.model
     try:
+        blend_of(config)  # mixup and CutMix both chosen: the message here, not a failed job
         build_model(model)  # fail here, with the message (a missing weights file, an image too small), rather than in the job
         if preset.startswith("Overfit"):
             config, rows = overfit_preset(data, base=config)

@@ -86,26 +86,39 @@ def test_augmentation_stays_float32_under_a_mixed_policy(image: np.ndarray) -> N
     assert {layer.compute_dtype for layer in augmentation.layers} == {"float32"} and out.dtype.name == "float32"
 
 
-def test_mixup_blends_image_target_and_class_weight_alike() -> None:
-    """Class-0 images are black and class-1 images white, so a blend's mean pixel is its mixing weight: the target
-    and the sample weight must be blended by that same weight, in float32 under a mixed policy (as jobs set it)."""
+@pytest.mark.parametrize(("kind", "strength"), [("mixup", 0.2), ("cutmix", 1.0)])
+def test_blends_mix_image_target_and_class_weight_alike(kind: str, strength: float) -> None:
+    """Class-0 images are black and class-1 images white, so a blend's mean pixel is its share of class 1 (mixup: the
+    blend weight; CutMix: the pasted box's area, or the rest of the image): the target and the sample weight must be
+    blended by that same share, in float32 under a mixed policy (as jobs set it)."""
     import keras
     import tensorflow as tf
 
-    from core.augment import mixup_batches
+    from core.augment import blend_batches
 
     labels = np.array([0, 1] * 32, np.int32)
-    images = np.repeat(labels.astype("float32")[:, None, None, None] * 255.0, 8, axis=1).repeat(8, axis=2)
+    images = np.repeat(labels.astype("float32")[:, None, None, None] * 255.0, 64, axis=1).repeat(64, axis=2)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        batches = tf.data.Dataset.from_tensors((images, labels)).repeat(2).map(mixup_batches(0.2, {0: 2.0, 1: 0.5}, seed=0))
+        batches = tf.data.Dataset.from_tensors((images, labels)).repeat(2).map(blend_batches(kind, strength, {0: 2.0, 1: 0.5}, seed=0))
         (x1, y1, w1), (x2, _, _) = [tuple(np.asarray(t) for t in batch) for batch in batches]
     finally:
         keras.mixed_precision.set_global_policy("float32")
     share = x1.mean(axis=(1, 2, 3)) / 255.0
     assert x1.dtype == np.float32 and y1.shape == (64, 1) and w1.shape == (64,)
-    np.testing.assert_allclose(y1[:, 0], share, atol=1e-5)
-    np.testing.assert_allclose(w1, 2.0 * (1 - share) + 0.5 * share, atol=1e-5)
+    # Keras weighs a CutMix target by its box's exact area, whose edges fall between pixels: under a row and a column off
+    tolerance = 1e-5 if kind == "mixup" else 2 / 64
+    np.testing.assert_allclose(y1[:, 0], share, atol=tolerance)
+    np.testing.assert_allclose(w1, 2.0 * (1 - share) + 0.5 * share, atol=1.5 * tolerance)
     blended = (share > 0.01) & (share < 0.99)
-    assert 0 < blended.sum() < 64  # Beta(0.2, 0.2): some blends, most near one image
+    assert 0 < blended.sum() < 64  # some blends, most near one image (a box pasted over its own class changes nothing)
+    if kind == "cutmix":  # a pasted box, not a blend: every pixel is one image's or the other's
+        assert set(np.unique(x1)) <= {0.0, 255.0}
     assert not np.allclose(x1, x2)  # a new draw every batch
+
+
+def test_an_unknown_blend_is_refused() -> None:
+    from core.augment import blend_batches
+
+    with pytest.raises(ValueError, match="mixup, cutmix"):
+        blend_batches("mosaic", 1.0)

@@ -384,20 +384,75 @@ def test_input_streams_from_disk_when_decoded_images_would_not_fit(tmp_path: Pat
     assert "input: streamed from disk every epoch" in (run / "log.txt").read_text()
 
 
-def test_mixup_trains_a_binary_head_and_refuses_another(tmp_path: Path) -> None:
-    """A mixup run trains and validates on whole images (val accuracy is a fraction of images, targets 0/1); a head
-    whose targets cannot be blended fails with a message, not a traceback."""
+@pytest.mark.parametrize(("kind", "name"), [("mixup", "Mixup"), ("cutmix", "CutMix")])
+def test_blending_trains_a_binary_head_and_refuses_another(tmp_path: Path, kind: str, name: str) -> None:
+    """A mixup or CutMix run trains and validates on whole images (val accuracy is a fraction of images, targets 0/1); a
+    head whose targets cannot be blended, or both blends at once, fail with a message, not a traceback."""
     from core.train import run_job
 
-    run = create_run(_config(epochs=1, mixup=0.2, mixed_precision="off", tensorboard=False), tmp_path)
+    run = create_run(_config(epochs=1, **{kind: 0.2}, mixed_precision="off", tensorboard=False), tmp_path)
     assert run_job(run, verbose=0) == "completed", read_status(run)
     metrics = read_metrics(run)
     assert metrics["loss"].notna().all() and 0.0 <= float(metrics["val_accuracy"].iloc[0]) <= 1.0
-    config = _config(epochs=1, mixup=0.2, tensorboard=False)
+    config = _config(epochs=1, **{kind: 0.2}, tensorboard=False)
     config["model"]["head"] = "ordinal"
     ordinal = create_run(config, tmp_path)
     assert run_job(ordinal, verbose=0) == "failed"
-    assert "Mixup is for a binary head" in read_status(ordinal)["message"]
+    assert f"{name} is for a binary head" in read_status(ordinal)["message"]
+    both = create_run(_config(epochs=1, mixup=0.2, cutmix=1.0, tensorboard=False), tmp_path)
+    assert run_job(both, verbose=0) == "failed"
+    assert "Choose mixup or CutMix, not both" in read_status(both)["message"]
+
+
+def test_a_cosine_run_trains_along_the_curve_instead_of_the_plateau_halving(tmp_path: Path) -> None:
+    """The job wires the schedule in: 3 epochs at LR 1e-3 record 1e-3, 7.5e-4, 2.5e-4, with the plateau halving (patience
+    1, which would fire on any stalled epoch) left out."""
+    from core.train import run_job
+
+    run = create_run(_config(epochs=3, cosine=True, reduce_lr_patience=1, early_stopping_patience=0, tensorboard=False), tmp_path)
+    assert run_job(run, verbose=0) == "completed", read_status(run)
+    assert read_metrics(run)["lr"].tolist() == pytest.approx([1e-3, 7.5e-4, 2.5e-4], rel=1e-5)
+
+
+def test_cosine_schedule_follows_the_curve_and_what_the_page_does_to_the_run() -> None:
+    """The LR slides along half a cosine over the planned epochs; a LR typed mid-run is where the curve continues from,
+    an extension stretches the rest, and a resumed run (its LR restored with the optimizer) picks up where it was."""
+    import math
+
+    import keras
+
+    from core.train import CosineDecay
+
+    class Plan:  # the recorder's planned epochs, which "extend" raises
+        epochs = 4
+
+    def run_epochs(callback: CosineDecay, epochs: range, lr: float | None = None) -> list[float]:
+        if lr is not None:
+            callback.model.optimizer.learning_rate.assign(lr)
+        seen = []
+        for epoch in epochs:
+            callback.on_epoch_begin(epoch)
+            seen.append(float(callback.model.optimizer.learning_rate))
+        return seen
+
+    def fresh() -> CosineDecay:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        callback = CosineDecay(Plan)
+        callback.set_model(model)
+        return callback
+
+    Plan.epochs = 4
+    curve = [1e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert run_epochs(fresh(), range(4)) == pytest.approx(curve)
+    resumed = run_epochs(fresh(), range(2, 4), lr=curve[1])  # crashed after epoch 2: last.keras holds epoch 2's LR
+    assert resumed == pytest.approx(curve[2:])
+    typed = fresh()
+    run_epochs(typed, range(2))
+    assert run_epochs(typed, range(2, 4), lr=1e-2)[-1] == pytest.approx(1e-2 * curve[3] / curve[1])  # 10x typed: 10x the rest
+    Plan.epochs = 8  # extended after epoch 2 to 8 epochs: the rest follows the longer curve, never reaching 0 early
+    stretched = run_epochs(fresh(), range(2, 8), lr=curve[1])
+    assert all(a > b > 0 for a, b in zip(stretched, stretched[1:])) and stretched[-1] < 0.05 * curve[1]
 
 
 def test_a_checkpoint_whose_head_cannot_learn_the_classes_is_not_resumed(tmp_path: Path) -> None:
