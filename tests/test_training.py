@@ -452,7 +452,7 @@ def test_cosine_schedule_follows_the_curve_and_what_the_page_does_to_the_run() -
     assert run_epochs(typed, range(2, 4), lr=1e-2)[-1] == pytest.approx(1e-2 * curve[3] / curve[1])  # 10x typed: 10x the rest
     Plan.epochs = 8  # extended after epoch 2 to 8 epochs: the rest follows the longer curve, never reaching 0 early
     stretched = run_epochs(fresh(), range(2, 8), lr=curve[1])
-    assert all(a > b > 0 for a, b in zip(stretched, stretched[1:])) and stretched[-1] < 0.05 * curve[1]
+    assert all(a > b > 0 for a, b in zip(stretched[:-1], stretched[1:], strict=True)) and stretched[-1] < 0.05 * curve[1]
 
 
 def test_a_checkpoint_whose_head_cannot_learn_the_classes_is_not_resumed(tmp_path: Path) -> None:
