@@ -50,7 +50,7 @@ def test_scan_json(tmp_path: Path) -> None:
     assert _run("scan", str(tmp_path / "nothing")).returncode == 2
 
 
-def test_train_ema_mixup_and_crop_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path) -> None:
+def test_train_ema_blends_cosine_and_crop_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "ds", {"a": 4, "b": 4})
     common = ("train", "--data", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--json")
     result = _run(*common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1")
@@ -64,6 +64,13 @@ def test_train_ema_mixup_and_crop_reach_the_run_config_and_bad_values_are_refuse
     assert result.returncode == 2 and "positive number of epochs" in result.stderr
     result = _run(*common, "--mixup", "2")
     assert result.returncode == 2 and "between 0 (off) and 1" in result.stderr
+    result = _run(*common, "--cutmix", "1", "--cosine")
+    config = json.loads((Path(json.loads(result.stdout)["run"]) / "config.json").read_text())
+    assert config["cutmix"] == 1.0 and config["cosine"] is True and config["mixup"] == 0.0
+    runs_before = len(list((tmp_path / "runs").iterdir()))
+    result = _run(*common, "--cutmix", "1", "--mixup", "0.2")
+    assert result.returncode != 0 and "Choose mixup or CutMix, not both" in result.stderr + result.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == runs_before  # refused before a run folder was made
 
 
 def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_threshold(tmp_path: Path) -> None:

@@ -189,12 +189,18 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     at.number_input(key="train_ema").set_value(2.0)
     at.number_input(key="train_mixup").set_value(0.2)
     at.number_input(key="train_crop").set_value(0.1)
+    at.number_input(key="train_cutmix").set_value(0.5)
+    runs_before = len(list_runs())
+    at.button[0].click().run()  # both blends: a message on the form, and no run
+    assert not at.exception and "Choose mixup or CutMix, not both" in at.error[0].value and len(list_runs()) == runs_before
+    at.number_input(key="train_cutmix").set_value(0.0)
+    at.checkbox(key="train_cosine").check()
     at.button[0].click().run()  # the form's submit button
     assert not at.exception and any("Started" in s.value or "Queued" in s.value for s in at.success)
     run = Path(list_runs().iloc[0]["path"])
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 2.0 and config["mixup"] == 0.2  # the job averages its weights and blends its images
-    assert config["model"]["crop"] == 0.1  # and its model cuts the borders
+    assert config["model"]["crop"] == 0.1 and config["cosine"] is True  # its model cuts the borders, its LR follows a cosine
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)
