@@ -201,6 +201,38 @@ def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "path"])
 
 
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level ("model.alpha"); lists as text, so they compare and show as cells."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+    return out
+
+
+def settings_that_differ(runs: dict[str, Path]) -> pd.DataFrame:
+    """The config settings on which the runs disagree, one row per setting and one column per run.
+
+    Comparing runs' scores says which did better; this says what was changed, without reading config.json side by
+    side. A setting one run lacks (an older run, before the option existed) shows as empty; no augmentation as "off"."""
+    flat = {}
+    for label, run in runs.items():
+        try:
+            config = read_json(run / "config.json")
+        except (OSError, ValueError):  # a run folder being deleted, or a hand-edited file: say so in its column
+            config = {"config.json": "unreadable"}
+        if config.get("augment") is None:
+            config["augment"] = "off"
+        flat[label] = _flat(config)
+    table = pd.DataFrame(flat)
+    if table.empty:
+        return table
+    differ = table.astype(str).nunique(axis=1, dropna=False) > 1
+    return table[differ].astype(object).where(table[differ].notna(), "").rename_axis("setting")
+
+
 def delete_run(run: Path) -> None:
     """Remove a run folder; a running job must be stopped first."""
     import shutil

@@ -17,7 +17,7 @@ from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
 from core.report import build_report
-from core.runs import list_runs, read_json, read_status, run_rows
+from core.runs import list_runs, read_json, read_status, run_rows, settings_that_differ
 from pages.common import explainer_for, load_dataset, predictor_for, runs_with_models, thumbnail
 
 st.title("Evaluate")
@@ -250,6 +250,12 @@ with tabs[5]:
         frame = pd.DataFrame(table).set_index("run")
         numeric = [c for c in frame.columns if "CI" not in c]
         st.dataframe(frame.style.highlight_max(subset=numeric, color="#d4edda").format(precision=4), width="stretch")
+        differ = settings_that_differ({label: Path(paths[label]) for label in [primary, *others]})
+        st.markdown("**Settings that differ**")
+        if differ.empty:
+            st.caption("These runs were trained with the same settings, seed included.")
+        else:
+            st.dataframe(differ.astype(str), width="stretch")
 with tabs[6]:
     from core.generalisation import gap_sentences, gap_table
 

@@ -177,6 +177,33 @@ def test_pages_survive_corrupt_run_folders(models_dir: Path, tmp_path: Path, mon
     assert "unreadable" in text
 
 
+def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison tab puts the runs' scores side by side and, under them, only the settings they were trained with
+    differently; runs trained alike say so."""
+    import json
+    import shutil
+
+    good = next(p for p in models_dir.iterdir() if p.is_dir())
+    folder = tmp_path / "models"
+    shutil.copytree(good, folder / good.name)
+    changed = folder / "20990101-000000-smallnet-c0c0"
+    shutil.copytree(good, changed)
+    config = json.loads((changed / "config.json").read_text())
+    (changed / "config.json").write_text(json.dumps({**config, "cosine": True, "learning_rate": 1e-4}))
+    shutil.copytree(good, folder / "20990101-000001-smallnet-5a5a")
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(folder))
+    at = _page("pages/evaluate.py")
+    at.selectbox(key="eval_run").set_value(good.name).run()
+    _button(at, "Predict").click().run()
+    at.multiselect(key="eval_compare").set_value([changed.name]).run()
+    assert not at.exception and not at.error
+    differ = next(d.value for d in at.dataframe if "learning_rate" in d.value.index)
+    assert set(differ.index) == {"cosine", "learning_rate"} and differ.loc["cosine"].tolist() == ["False", "True"]
+    at.multiselect(key="eval_compare").set_value(["20990101-000001-smallnet-5a5a"]).run()
+    assert not at.exception and any("same settings, seed included" in c.value for c in at.caption)
+
+
 def test_evaluate_an_external_folder(models_dir: Path, tmp_path: Path) -> None:
     import shutil
 
