@@ -12,7 +12,7 @@ from core.external import EXTERNAL_FILE
 from core.glossary import help_text
 from core.models import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES, build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
-from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request
+from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request, settings_that_differ
 from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
 from pages.common import active_dataset_name, device, load_dataset, source_label
 
@@ -225,7 +225,8 @@ def controls(run: Path, state: str) -> None:
     new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed",
                              help=help_text("learning rate"))
     if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr",
-                      help="Change the learning rate from the next batch on, e.g. lower it when the curves stop improving."):
+                      help="Change the learning rate from the next batch on, e.g. lower it when the curves stop improving "
+                           "(a cosine schedule slides down from the new value)."):
         request(run, lr=float(new_lr))
     if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
                       help="Continue from the last checkpoint; a completed run is extended by the 'Extend by' epochs."):
@@ -258,3 +259,9 @@ compare = st.multiselect("Overlay runs (e.g. an LR sweep)", names, key="train_co
 if compare:
     frames = {n: read_metrics(Path(runs.set_index("run").loc[n, "path"])) for n in compare}
     st.plotly_chart(runs_overlay_figure({n: m for n, m in frames.items() if len(m)}), width="stretch")
+    differ = settings_that_differ({n: Path(runs.set_index("run").loc[n, "path"]) for n in compare})
+    if len(differ):
+        st.caption("What these runs were trained with differently:")
+        st.dataframe(differ.astype(str), width="stretch")
+    elif len(compare) > 1:
+        st.caption("These runs were trained with the same settings, seed included.")

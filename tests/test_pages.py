@@ -233,6 +233,22 @@ def test_train_page_shows_what_a_recipe_will_use() -> None:
     assert not at.selectbox(key="train_model").disabled and at.selectbox(key="train_alpha").value == 1.0
 
 
+def test_train_page_overlay_says_what_the_runs_were_trained_with_differently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overlaying an LR sweep's curves names the setting the sweep changed, so the legend's run names need no decoding."""
+    from core.runs import create_run
+    from core.train import lr_sweep_configs, make_config
+
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path))
+    runs = [create_run(c.to_dict(), tmp_path) for c in lr_sweep_configs(make_config("demo", image_size=32, epochs=1))]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    at.multiselect(key="train_compare").set_value([r.name for r in runs]).run()
+    assert not at.exception
+    differ = next(d.value for d in at.dataframe if "learning_rate" in d.value.index)
+    assert list(differ.index) == ["learning_rate"] and sorted(map(float, differ.loc["learning_rate"])) == [0.001, 0.01, 0.1]
+    assert any("trained with differently" in c.value for c in at.caption)
+
+
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
