@@ -51,6 +51,48 @@ def _training_data(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def training_procedure(config: dict[str, Any]) -> list[str]:
+    """How the run was trained, one plain line each: what a team retraining or auditing the model needs besides the data.
+
+    Read from config.json as saved; a setting an older run lacks counts as off."""
+    model, augment = config.get("model", {}), config.get("augment")
+    lr = float(config.get("learning_rate", 1e-3))
+    if config.get("cosine"):
+        schedule = "following half a cosine down over the epochs"
+    elif config.get("step_decay_every"):
+        schedule = f"multiplied by {config.get('step_decay_factor', 0.5)} every {config['step_decay_every']} epochs"
+    elif config.get("reduce_lr_patience"):
+        schedule = f"halved when the validation loss stalled for {config['reduce_lr_patience']} epochs"
+    else:
+        schedule = "constant"
+    lines = [f"{str(config.get('optimizer', 'adam')).capitalize()}, learning rate {lr:g} ({schedule}), batch "
+             f"{config.get('pipeline', {}).get('batch_size', '?')}, up to {config.get('epochs')} epochs"
+             + (f", then {config['fine_tune_epochs']} of fine-tuning at {config.get('fine_tune_lr', 1e-4):g}" if config.get("fine_tune_epochs") else "")
+             + f"; best checkpoint on {config.get('monitor', 'val_loss')}"
+             + (f", early stopping after {config['early_stopping_patience']} epochs without improvement" if config.get("early_stopping_patience") else "")
+             + "."]
+    if model.get("weights") not in (None, "none"):
+        trained = {"feature_extraction": "only the new head trained", "full": "trained whole",
+                   "fine_tune": f"its last {model.get('fine_tune_layers', 20)} layers and the head trained"}
+        lines.append(f"Backbone started from {model['weights']} weights, {trained.get(model.get('freeze'), model.get('freeze'))}.")
+    if augment:
+        lines.append("Augmentation: " + ", ".join(f"{k} {v}" for k, v in augment.items() if v not in (0, 0.0, "none")) + ".")
+    else:
+        lines.append("No augmentation.")
+    extras = [("class-weighted loss", config.get("class_weighting")),
+              (f"label smoothing {config.get('label_smoothing')}", config.get("label_smoothing")),
+              (f"mixup (alpha {config.get('mixup')})", config.get("mixup")),
+              (f"CutMix (factor {config.get('cutmix')})", config.get("cutmix")),
+              (f"weights averaged over about {config.get('ema_epochs')} epochs", config.get("ema_epochs")),
+              (f"border crop {model.get('crop')} of each side", model.get("crop")),
+              ("mirror test-time augmentation when the threshold was chosen", config.get("tta"))]
+    chosen = [text for text, on in extras if on]
+    if chosen:
+        lines.append(chosen[0][0].upper() + "; ".join(chosen)[1:] + ".")
+    lines.append(f"Seed {config.get('seed', 0)}.")
+    return lines
+
+
 def _evaluations(run: Path) -> dict[str, Any]:
     import pandas as pd
 
@@ -103,7 +145,7 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
         "architecture": {"name": model.get("name"), "weights": model.get("weights"), "alpha": model.get("alpha")},
         "threshold": status.get("threshold", 0.5), "threshold_source": status.get("threshold_source", "default 0.5"),
         "training": {"epochs": status.get("epoch"), "precision": status.get("precision"), "seed": config.get("seed"),
-                     "data": _training_data(run, config)},
+                     "procedure": training_procedure(config), "data": _training_data(run, config)},
         "evaluations": evaluations,
         "limitations": limitations,
         "export": export,
@@ -137,6 +179,7 @@ def to_markdown(card: dict[str, Any]) -> str:
         lines += [f"| {label} | " + " | ".join(str(c.get(s, 0)) for s in splits) + " |" for label, c in data["counts"].items()]
     elif "error" in data:
         lines.append(f"- {data['error']}")
+    lines += ["", "## Training procedure", ""] + [f"- {line}" for line in card["training"].get("procedure", [])]
     lines += ["", "## Evaluation (95% bootstrap intervals)", ""]
     if card["evaluations"]:
         lines += ["| images | n | accuracy | AUC | sensitivity | specificity |", "| --- | --- | --- | --- | --- | --- |"]

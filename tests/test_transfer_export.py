@@ -194,13 +194,39 @@ def test_export_matches_the_run_and_writes_a_card(demo_run: Path, tmp_path: Path
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["input"]["size"] == [48, 48] and card["input"]["colour"] == "grayscale"
     assert card["input"]["border_crop"] == 0.1
+    procedure = card["training"]["procedure"]
+    assert procedure[0].startswith("Adam, learning rate 0.001 (halved when the validation loss stalled for 2 epochs), batch 32, up to 2")
+    assert procedure[1].startswith("Augmentation: ") and "flip horizontal" in procedure[1] and "border crop 0.1 of each side" in procedure[2]
     assert "NOT FOR CLINICAL USE" in card["intended_use"] and card["threshold_source"].endswith("validation split")
     assert "test" in card["evaluations"] and len(card["evaluations"]["test"]["accuracy_ci95"]) == 2
     assert card["training"]["data"]["counts"]["NORMAL"]["train"] > 0 and "tensorflow" in card["software"]
     assert any("No external validation" in item for item in card["limitations"])
     md = (tmp_path / "out" / "model_card.md").read_text()
     assert "Not for clinical use".lower() in md.lower() and "| test | 44 |" in md
+    assert "## Training procedure" in md and f"- {procedure[0]}" in md
     assert not list((tmp_path / "out").glob(".export-*"))  # no temporary folder left behind
+
+
+def test_the_card_says_how_a_run_was_trained() -> None:
+    """The recipe's procedure in plain lines, and each training option named when it was on (an older run's config,
+    without the newer options, reads as off)."""
+    from dataclasses import replace
+
+    from core.model_card import training_procedure
+    from core.recipes import recipe_config
+
+    recipe = recipe_config("xray", "x")
+    lines = training_procedure(recipe.to_dict())
+    assert lines[0] == ("Adam, learning rate 0.0001 (halved when the validation loss stalled for 2 epochs), batch 32, up to 10 epochs; "
+                        "best checkpoint on val_loss, early stopping after 5 epochs without improvement.")
+    assert lines[1] == "Backbone started from imagenet weights, trained whole."
+    assert lines[3] == "Class-weighted loss; label smoothing 0.1; mirror test-time augmentation when the threshold was chosen."
+    changed = replace(recipe, cosine=True, cutmix=1.0, augment=None, class_weighting=False, label_smoothing=0.0, tta=False).to_dict()
+    lines = training_procedure(changed)
+    assert "(following half a cosine down over the epochs)" in lines[0]
+    assert lines[2:] == ["No augmentation.", "CutMix (factor 1.0).", "Seed 0."]
+    older = {k: v for k, v in changed.items() if k not in ("cosine", "cutmix")}
+    assert training_procedure(older)[2:] == ["No augmentation.", "Seed 0."]
 
 
 def test_export_refuses_bad_requests(demo_run: Path, tmp_path: Path) -> None:
