@@ -65,12 +65,14 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
         schedule = f"halved when the validation loss stalled for {config['reduce_lr_patience']} epochs"
     else:
         schedule = "constant"
-    lines = [f"{str(config.get('optimizer', 'adam')).capitalize()}, learning rate {lr:g} ({schedule}), batch "
-             f"{config.get('pipeline', {}).get('batch_size', '?')}, up to {config.get('epochs')} epochs"
-             + (f", then {config['fine_tune_epochs']} of fine-tuning at {config.get('fine_tune_lr', 1e-4):g}" if config.get("fine_tune_epochs") else "")
-             + f"; best checkpoint on {config.get('monitor', 'val_loss')}"
-             + (f", early stopping after {config['early_stopping_patience']} epochs without improvement" if config.get("early_stopping_patience") else "")
-             + "."]
+    first = (f"{str(config.get('optimizer', 'adam')).capitalize()}, learning rate {lr:g} ({schedule}), "
+             f"batch {config.get('pipeline', {}).get('batch_size', '?')}, up to {config.get('epochs')} epochs")
+    if config.get("fine_tune_epochs"):
+        first += f", then {config['fine_tune_epochs']} of fine-tuning at {config.get('fine_tune_lr', 1e-4):g}"
+    first += f"; best checkpoint on {config.get('monitor', 'val_loss')}"
+    if config.get("early_stopping_patience"):
+        first += f", early stopping after {config['early_stopping_patience']} epochs without improvement"
+    lines = [first + "."]
     if model.get("weights") not in (None, "none"):
         trained = {"feature_extraction": "only the new head trained", "full": "trained whole",
                    "fine_tune": f"its last {model.get('fine_tune_layers', 20)} layers and the head trained"}
