@@ -9,7 +9,6 @@ whether the data came from another source than the training images).
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from core import charts, metrics
+from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
 
 
@@ -102,12 +102,8 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
         ("image size", model.get("image_size")),
         ("channels", model.get("channels")),
         ("epochs trained", status.get("epoch")),
-        ("batch size", config.get("pipeline", {}).get("batch_size")),
-        ("learning rate", config.get("learning_rate")),
-        ("augmentation", json.dumps(config.get("augment"))),
-        ("test-time augmentation", config.get("tta", False)),
-        ("seed", config.get("seed")),
     ]
+    procedure = "".join(f"<li>{html.escape(line)}</li>" for line in training_procedure(config))
     split_html = split_counts.to_html() if split_counts is not None else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Report {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}table{{border-collapse:collapse;margin:.5em 0}}
@@ -115,7 +111,7 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.warn{{background:
 <h1>Evaluation report: {html.escape(run.name)}</h1>
 <p>Evaluated on <b>{html.escape(name)}</b> ({len(predictions)} images), {now_iso()}.</p>
 <div class="warn"><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in limitations if x)}</ul></div>
-<h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}
+<h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}<h3>Training procedure</h3><ul>{procedure}</ul>
 <h2>Metrics</h2>{_table(_metric_rows(summary))}
 <h2>Figures</h2>{"".join(parts)}
 </body></html>"""

@@ -126,7 +126,8 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
     test = dataset.table.query("split == 'test'")
     predictions = predict_table(trained, test, "test")
     html = build_report(trained, "test", predictions, summarize(trained, predictions, n_boot=100), class_counts(dataset.table))
-    for text in ("Not for clinical use", "External validation: not done", "Decision threshold 0.5", "95% CI", "plotly", trained.name):
+    for text in ("Not for clinical use", "External validation: not done", "Decision threshold 0.5", "95% CI", "plotly", trained.name,
+                 "<h3>Training procedure</h3><ul><li>Adam, learning rate 0.001"):
         assert text in html, text
     external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
     assert "came from a source other than the training set" in external
