@@ -167,16 +167,20 @@ class CosineDecay(keras.callbacks.Callback):
             self.model.optimizer.learning_rate.assign(lr * self.factor(epoch) / before)
 
 
-def blend_of(config: TrainConfig) -> tuple[str, float] | None:
-    """The run's image blending (kind, strength) or None; a message for a config that cannot train with it."""
+def blend_of(config: TrainConfig, n_classes: int | None = None) -> tuple[str, float] | None:
+    """The run's image blending (kind, strength) or None; a message for a config that cannot train with it.
+
+    n_classes: the dataset's class count, for a check before the job fits the head to it (a form or the CLI)."""
     chosen = [(kind, strength) for kind, strength in (("mixup", config.mixup), ("cutmix", config.cutmix)) if strength]
     if not chosen:
         return None
     if len(chosen) > 1:
         raise MedImageError("Choose mixup or CutMix, not both: each blends a training image with one other.")
     name = {"mixup": "Mixup", "cutmix": "CutMix"}[chosen[0][0]]
-    if config.model.head != "binary":
-        raise MedImageError(f"{name} is for a binary head (two classes); this run's head is '{config.model.head}'.")
+    head = head_for_classes(config.model, n_classes).head if n_classes else config.model.head
+    if head != "binary":
+        raise MedImageError(f"{name} is for a binary head (two classes); this run's head is '{head}'"
+                            + (f" for {n_classes} classes." if n_classes else "."))
     return chosen[0]
 
 

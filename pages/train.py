@@ -138,7 +138,8 @@ elif submitted:
     )
     model = config.model
     try:
-        blend_of(config)  # mixup and CutMix both chosen: the message here, not a failed job
+        chosen = load_dataset(data)  # cached: the class count says whether the images can be blended
+        blend_of(config, len(chosen.classes) if chosen else None)  # both blends, or 3+ classes: the message here, not a failed job
         build_model(model)  # fail here, with the message (a missing weights file, an image too small), rather than in the job
         if preset.startswith("Overfit"):
             config, rows = overfit_preset(data, base=config)

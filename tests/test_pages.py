@@ -249,6 +249,26 @@ def test_train_page_overlay_says_what_the_runs_were_trained_with_differently(tmp
     assert any("trained with differently" in c.value for c in at.caption)
 
 
+def test_train_form_refuses_blending_three_classes_before_a_run_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mixup's and CutMix's targets are one probability: with 3 classes active the form says so, instead of making a
+    run whose job fails when it fits a softmax head."""
+    from core.runs import list_runs
+    from pages.common import DATASET_KEY
+    from tests.conftest import make_class_folders
+
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path / "models"))
+    make_class_folders(tmp_path / "ds", {"a": 4, "b": 4, "c": 4})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.session_state[DATASET_KEY] = str(tmp_path / "ds")
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert at.selectbox(key="train_recipe").value.startswith("Custom")  # 3 classes: no X-ray recipe preselected
+    at.number_input(key="train_cutmix").set_value(1.0)
+    at.button[0].click().run()
+    assert not at.exception and "CutMix is for a binary head (two classes); this run's head is 'multiclass' for 3 classes." in at.error[0].value
+    assert list_runs().empty
+
+
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()
