@@ -100,7 +100,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
                          fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
                          mixup=args.mixup, cutmix=args.cutmix, cosine=args.cosine, crop=args.crop)
-    blend_of(config)  # mixup and CutMix both asked for: refused before a run folder is made
+    if args.mixup or args.cutmix:  # both blends, or a dataset of 3+ classes: refused before a run folder is made
+        from core.dataset_store import open_source
+
+        blend_of(config, len(open_source(args.data).classes))
     runs_dir = Path(args.runs_dir) if args.runs_dir else None
     if args.preset == "lr-sweep":
         runs = [create_run(c.to_dict(), runs_dir) for c in lr_sweep_configs(config)]

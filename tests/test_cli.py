@@ -71,6 +71,10 @@ def test_train_ema_blends_cosine_and_crop_reach_the_run_config_and_bad_values_ar
     result = _run(*common, "--cutmix", "1", "--mixup", "0.2")
     assert result.returncode != 0 and "Choose mixup or CutMix, not both" in result.stderr + result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == runs_before  # refused before a run folder was made
+    make_class_folders(tmp_path / "three", {"a": 4, "b": 4, "c": 4})
+    result = _run("train", "--data", str(tmp_path / "three"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--mixup", "0.2")
+    assert result.returncode != 0 and "head is 'multiclass' for 3 classes" in result.stderr + result.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == runs_before
 
 
 def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_threshold(tmp_path: Path) -> None:
