@@ -205,6 +205,26 @@ def blend_batches(kind: str, strength: float, class_weight: dict[int, float] | N
     return blend
 
 
+def blend_preview(image: np.ndarray, others: list[np.ndarray], kind: str, strength: float, seed: int = 0) -> list[tuple[np.ndarray, float]]:
+    """What mixup or CutMix makes of one uint8 image (H, W, C) in training, by the training's own map (blend_batches).
+
+    One batch holds len(others) copies of the image and the others (another class, fitted to its size and channels);
+    each copy is blended with a random member, as in training, so some copies meet a copy of themselves and stay as
+    they are. Returns each copy as (uint8 image, share of the other class in its target)."""
+    import cv2
+    import tensorflow as tf
+
+    h, w, c = image.shape
+    fitted = []
+    for other in others:
+        other = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+        fitted.append(other[..., :1].repeat(c, axis=2) if other.shape[2] != c else other)
+    images = np.stack([image] * len(fitted) + fitted).astype("float32")
+    labels = np.array([0] * len(fitted) + [1] * len(fitted), np.int32)
+    blended, targets, _ = blend_batches(kind, strength, seed=seed)(tf.constant(images), tf.constant(labels))
+    return [(np.clip(np.asarray(blended[i]), 0, 255).round().astype(np.uint8), float(targets[i, 0])) for i in range(len(fitted))]
+
+
 def augment_preview(pixels: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:
     """n augmented versions of one uint8 image (H, W, C), reproducible for a given seed."""
     batch = np.repeat(pixels[None].astype("float32"), n, axis=0)

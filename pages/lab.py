@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from core import morphology
-from core.augment import FLIP_MODES, AugmentConfig, augment_preview
+from core.augment import BLENDS, FLIP_MODES, AugmentConfig, augment_preview, blend_preview
 from core.charts import histogram_figure
 from core.errors import ImageReadError
 from core.image_reader import read_image
@@ -79,3 +79,27 @@ with augmentation:
         cols = st.columns(3)
         for col, img in zip(cols, grid[row * 3 : row * 3 + 3], strict=True):
             col.image(img, width="stretch")
+
+    st.markdown("**Blending with another class's images** (the Train form's mixup and CutMix)")
+    others = [c for c in dataset.classes if c != label]
+    if len(dataset.classes) != 2:
+        st.caption("Mixup and CutMix are for two classes: their target is one probability.")
+    else:
+        cols = st.columns(3)
+        kind = cols[0].selectbox("Blend", BLENDS, format_func={"mixup": "mixup", "cutmix": "CutMix"}.get, key="blend_kind")
+        strength = cols[1].slider("Strength (mixup alpha, CutMix factor)", 0.05, 1.0, 0.2 if kind == "mixup" else 1.0, 0.05,
+                                  key=f"blend_strength_{kind}")
+        blend_seed = cols[2].number_input("Seed", 0, 10**6, 0, key="blend_seed")
+        other_paths = dataset.table.loc[dataset.table["label"] == others[0], "path"].head(6).tolist()
+        try:
+            partners = [read_image(path, max_side=256).pixels for path in other_paths]
+        except ImageReadError as exc:
+            st.error(str(exc))
+            st.stop()
+        st.caption(f"As in training, each copy of this image is blended with a random member of a batch of copies and "
+                   f"{len(partners)} {others[0]} images, and its target says how much {others[0]} it holds; a copy that "
+                   f"meets a copy of itself stays as it is.")
+        blends = blend_preview(small, partners, kind, strength, seed=int(blend_seed))
+        cols = st.columns(3)
+        for i, (img, share) in enumerate(blends):
+            cols[i % 3].image(img, caption=f"target: {share:.0%} {others[0]}", width="stretch")

@@ -122,3 +122,20 @@ def test_an_unknown_blend_is_refused() -> None:
 
     with pytest.raises(ValueError, match="mixup, cutmix"):
         blend_batches("mosaic", 1.0)
+
+
+@pytest.mark.parametrize(("kind", "strength"), [("mixup", 0.2), ("cutmix", 1.0)])
+def test_blend_preview_shows_the_image_as_training_blends_it(kind: str, strength: float) -> None:
+    """A black grayscale image blended with white RGB images of another size: each preview keeps the image's shape, its
+    white share is its target (CutMix: within a row and a column), and a seed gives the same previews again."""
+    from core.augment import blend_preview
+
+    image = np.zeros((40, 30, 1), np.uint8)
+    others = [np.full((50, 60, 3), 255, np.uint8) for _ in range(6)]
+    previews = blend_preview(image, others, kind, strength, seed=3)
+    assert len(previews) == 6 and all(img.shape == (40, 30, 1) and img.dtype == np.uint8 for img, _ in previews)
+    for img, share in previews:
+        assert 0.0 <= share <= 1.0
+        assert img.mean() / 255 == pytest.approx(share, abs=0.01 if kind == "mixup" else 1 / 30 + 1 / 40)
+    again = blend_preview(image, others, kind, strength, seed=3)
+    assert all(np.array_equal(a, b) and s == t for (a, s), (b, t) in zip(previews, again, strict=True))

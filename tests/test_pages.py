@@ -156,6 +156,10 @@ def test_lab_page_augmentation_preview() -> None:
     at.selectbox(key="aug_flip").set_value("horizontal_and_vertical").run()
     assert not at.exception
     assert len(at.get("image")) >= 3
+    at.selectbox(key="blend_kind").set_value("cutmix").run()  # the demo set's two classes: blends with the other one
+    assert not at.exception
+    captions = [c for img in at.get("image") for c in img.captions if c.startswith("target: ")]
+    assert len(captions) == 6 and all(c.endswith("PNEUMONIA") for c in captions)  # the lab shows a NORMAL image first
 
 
 def test_train_page_preselects_the_imagenet_recipe_when_its_weights_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
