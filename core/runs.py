@@ -216,12 +216,17 @@ def settings_that_differ(runs: dict[str, Path]) -> pd.DataFrame:
     """The config settings on which the runs disagree, one row per setting and one column per run.
 
     Comparing runs' scores says which did better; this says what was changed, without reading config.json side by
-    side. A setting one run lacks (an older run, before the option existed) shows as empty; no augmentation as "off"."""
+    side. A training option an older run's config lacks (made before the option existed) counts as its default, which
+    is what that run trained with (options are added switched off); other keys one run lacks (an adapted run's
+    lineage) show empty. No augmentation shows as "off"."""
+    from core.train import TrainConfig  # the defaults; pages that compare runs have TensorFlow loaded already
+
     flat = {}
     for label, run in runs.items():
         try:
             config = read_json(run / "config.json")
-        except (OSError, ValueError):  # a run folder being deleted, or a hand-edited file: say so in its column
+            config = {**config, **TrainConfig.from_dict(config).to_dict()}
+        except (OSError, ValueError, TypeError):  # a run folder being deleted, or a hand-edited file: say so in its column
             config = {"config.json": "unreadable"}
         if config.get("augment") is None:
             config["augment"] = "off"

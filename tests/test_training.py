@@ -289,8 +289,9 @@ def test_weight_average_is_what_checkpoints_hold_and_survives_a_stop(tmp_path: P
 
 
 def test_settings_that_differ_name_what_changed_between_runs(tmp_path: Path) -> None:
-    """Only the settings the runs disagree on, nested ones by their path; an older run without a newer option shows it
-    empty, and a run without augmentation says "off" instead of a row per augmentation strength."""
+    """Only the settings the runs disagree on, nested ones by their path; an older run without a newer option counts
+    as its default (off: no row), an adapted run's lineage shows, and a run without augmentation says "off" instead of
+    a row per augmentation strength."""
     import json
 
     from core.runs import settings_that_differ
@@ -299,15 +300,17 @@ def test_settings_that_differ_name_what_changed_between_runs(tmp_path: Path) -> 
     cosine = create_run(_config(cosine=True, learning_rate=1e-4, size=64), tmp_path)
     older = create_run(_config(), tmp_path)
     config = json.loads((older / "config.json").read_text())
-    del config["cutmix"]
+    del config["cutmix"], config["model"]["crop"]
     config["augment"] = None
+    config["adapted_from"] = plain.name
     (older / "config.json").write_text(json.dumps(config))
     table = settings_that_differ({"plain": plain, "cosine": cosine})
     assert set(table.index) == {"cosine", "learning_rate", "model.image_size", "pipeline.image_size"}
     assert table.loc["cosine"].tolist() == [False, True] and table.loc["learning_rate", "cosine"] == 1e-4
     table = settings_that_differ({"plain": plain, "older": older})
-    assert table.loc["cutmix"].tolist() == [0.0, ""] and table.loc["augment"].tolist() == ["", "off"]
-    assert table.loc["augment.rotation"].tolist() == [0.03, ""] and "learning_rate" not in table.index
+    assert "cutmix" not in table.index and "model.crop" not in table.index and "learning_rate" not in table.index
+    assert table.loc["augment"].tolist() == ["", "off"] and table.loc["augment.rotation"].tolist() == [0.03, ""]
+    assert table.loc["adapted_from"].tolist() == ["", plain.name]
     assert settings_that_differ({"plain": plain}).empty and settings_that_differ({}).empty
 
 
