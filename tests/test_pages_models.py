@@ -195,7 +195,8 @@ def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Pat
     monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(folder))
     at = _page("pages/evaluate.py")
     at.selectbox(key="eval_run").set_value(good.name).run()
-    _button(at, "Predict").click().run()
+    if any(b.label == "Predict" for b in at.button):  # the module's run has test predictions once an earlier test made them
+        _button(at, "Predict").click().run()
     at.multiselect(key="eval_compare").set_value([changed.name]).run()
     assert not at.exception and not at.error
     differ = next(d.value for d in at.dataframe if "learning_rate" in d.value.index)
