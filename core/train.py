@@ -31,6 +31,7 @@ from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_
 from core.dataset_store import open_source
 from core.errors import MedImageError
 from core.external import monitor_for, predict_externals
+from core.model_card import training_procedure
 from core.models import SCRATCH, ModelConfig, build_model, head_for_classes
 from core.pipeline import PipelineConfig, cache_plan, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
@@ -426,6 +427,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         train, val = table[table["split"] == "train"], table[table["split"] == "val"]
         plan = cache_plan(len(train) + len(val), config.pipeline)
         log_line(run, plan.message())
+        log_line(run, "training: " + " ".join(training_procedure(config.to_dict())))  # what the page's log says it does
         pipeline = replace(config.pipeline, cache=plan.in_memory)
         train_ds = make_dataset(train, classes, pipeline, config.augment, shuffle=True)
         val_ds = make_dataset(val, classes, pipeline) if len(val) else None
@@ -467,7 +469,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             callbacks.append(CosineDecay(recorder))
         elif config.reduce_lr_patience and val_ds is not None:
             callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=config.reduce_lr_patience))
-        if config.step_decay_every:
+        if config.step_decay_every and not config.cosine:  # one schedule: a hand-edited config with both gets the cosine
             callbacks.append(step_decay(config.step_decay_every, config.step_decay_factor))
         if config.dwell and val_ds is not None:
             callbacks.append(Dwell(config.dwell_factor))

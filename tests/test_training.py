@@ -432,12 +432,14 @@ def test_blending_trains_a_binary_head_and_refuses_another(tmp_path: Path, kind:
 
 def test_a_cosine_run_trains_along_the_curve_instead_of_the_plateau_halving(tmp_path: Path) -> None:
     """The job wires the schedule in: 3 epochs at LR 1e-3 record 1e-3, 7.5e-4, 2.5e-4, with the plateau halving (patience
-    1, which would fire on any stalled epoch) left out."""
+    1, which would fire on any stalled epoch) and a step decay left out, and its log says how it trains."""
     from core.train import run_job
 
-    run = create_run(_config(epochs=3, cosine=True, reduce_lr_patience=1, early_stopping_patience=0, tensorboard=False), tmp_path)
+    run = create_run(_config(epochs=3, cosine=True, reduce_lr_patience=1, step_decay_every=1, early_stopping_patience=0,
+                             tensorboard=False), tmp_path)
     assert run_job(run, verbose=0) == "completed", read_status(run)
-    assert read_metrics(run)["lr"].tolist() == pytest.approx([1e-3, 7.5e-4, 2.5e-4], rel=1e-5)
+    assert read_metrics(run)["lr"].tolist() == pytest.approx([1e-3, 7.5e-4, 2.5e-4], rel=1e-5)  # nor the step decay
+    assert "training: Adam, learning rate 0.001 (following half a cosine down over the epochs)" in (run / "log.txt").read_text()
 
 
 def test_cosine_schedule_follows_the_curve_and_what_the_page_does_to_the_run() -> None:
