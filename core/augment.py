@@ -205,24 +205,36 @@ def blend_batches(kind: str, strength: float, class_weight: dict[int, float] | N
     return blend
 
 
-def blend_preview(image: np.ndarray, others: list[np.ndarray], kind: str, strength: float, seed: int = 0) -> list[tuple[np.ndarray, float]]:
+def blend_partners(table, label: str, n: int = 6) -> tuple[str, list[str]]:
+    """The other class of a two-class table and up to n of its image paths, to preview blends of a `label` image with.
+
+    Mixup's and CutMix's target is one probability, so any other class count is refused with the reason."""
+    from core.errors import MedImageError
+
+    classes = sorted(table["label"].unique(), key=str)
+    if len(classes) != 2:
+        raise MedImageError(f"Mixup and CutMix are for two classes (their target is one probability); this dataset has {len(classes)}.")
+    other = classes[1] if classes[0] == label else classes[0]
+    return other, table.loc[table["label"] == other, "path"].head(n).tolist()
+
+
+def blend_preview(image: np.ndarray, others: list[np.ndarray], kind: str, strength: float, seed: int = 0,
+                  size: int = 192) -> list[tuple[np.ndarray, float]]:
     """What mixup or CutMix makes of one uint8 image (H, W, C) in training, by the training's own map (blend_batches).
 
-    One batch holds len(others) copies of the image and the others (another class, fitted to its size and channels);
-    each copy is blended with a random member, as in training, so some copies meet a copy of themselves and stay as
-    they are. Returns each copy as (uint8 image, share of the other class in its target)."""
-    import cv2
+    Every image is first made what the pipeline makes it (core.pipeline.prepare_pixels: size x size, the image's
+    channels). One batch holds len(others) copies of the image and the others (another class); each copy is blended
+    with a random member, as in training, so some copies meet a copy of themselves and stay as they are. Returns each
+    copy as (uint8 image, share of the other class in its target)."""
     import tensorflow as tf
 
-    h, w, c = image.shape
-    fitted = []
-    for other in others:
-        other = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
-        fitted.append(other[..., :1].repeat(c, axis=2) if other.shape[2] != c else other)
-    images = np.stack([image] * len(fitted) + fitted).astype("float32")
-    labels = np.array([0] * len(fitted) + [1] * len(fitted), np.int32)
-    blended, targets, _ = blend_batches(kind, strength, seed=seed)(tf.constant(images), tf.constant(labels))
-    return [(np.clip(np.asarray(blended[i]), 0, 255).round().astype(np.uint8), float(targets[i, 0])) for i in range(len(fitted))]
+    from core.pipeline import PipelineConfig, prepare_pixels
+
+    config = PipelineConfig(image_size=size, channels=image.shape[-1])
+    prepared = [prepare_pixels(pixels, config) for pixels in [image] * len(others) + list(others)]
+    labels = np.array([0] * len(others) + [1] * len(others), np.int32)
+    blended, targets, _ = blend_batches(kind, strength, seed=seed)(tf.constant(np.stack(prepared)), tf.constant(labels))
+    return [(np.clip(np.asarray(blended[i]), 0, 255).round().astype(np.uint8), float(targets[i, 0])) for i in range(len(others))]
 
 
 def augment_preview(pixels: np.ndarray, config: AugmentConfig, n: int = 9, seed: int = 0) -> list[np.ndarray]:

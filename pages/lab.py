@@ -4,12 +4,12 @@ import numpy as np
 import streamlit as st
 
 from core import morphology
-from core.augment import BLENDS, FLIP_MODES, AugmentConfig, augment_preview, blend_preview
+from core.augment import BLENDS, FLIP_MODES, AugmentConfig, augment_preview, blend_partners, blend_preview
 from core.charts import histogram_figure
-from core.errors import ImageReadError
+from core.errors import ImageReadError, MedImageError
 from core.image_reader import read_image
 from core.normalize import METHODS, normalize, to_display
-from pages.common import active_dataset_name, load_dataset
+from pages.common import active_dataset_name, load_dataset, thumbnail
 
 st.title("Preprocessing lab")
 
@@ -81,25 +81,22 @@ with augmentation:
             col.image(img, width="stretch")
 
     st.markdown("**Blending with another class's images** (the Train form's mixup and CutMix)")
-    others = [c for c in dataset.classes if c != label]
-    if len(dataset.classes) != 2:
-        st.caption("Mixup and CutMix are for two classes: their target is one probability.")
+    try:
+        other, other_paths = blend_partners(dataset.table, label)
+    except MedImageError as exc:
+        st.caption(str(exc))
     else:
         cols = st.columns(3)
         kind = cols[0].selectbox("Blend", BLENDS, format_func={"mixup": "mixup", "cutmix": "CutMix"}.get, key="blend_kind")
         strength = cols[1].slider("Strength (mixup alpha, CutMix factor)", 0.05, 1.0, 0.2 if kind == "mixup" else 1.0, 0.05,
                                   key=f"blend_strength_{kind}")
         blend_seed = cols[2].number_input("Seed", 0, 10**6, 0, key="blend_seed")
-        other_paths = dataset.table.loc[dataset.table["label"] == others[0], "path"].head(6).tolist()
-        try:
-            partners = [read_image(path, max_side=256).pixels for path in other_paths]
-        except ImageReadError as exc:
-            st.error(str(exc))
-            st.stop()
+        partners = [img for img in (thumbnail(path, 256) for path in other_paths) if img is not None]  # cached reads
         st.caption(f"As in training, each copy of this image is blended with a random member of a batch of copies and "
-                   f"{len(partners)} {others[0]} images, and its target says how much {others[0]} it holds; a copy that "
-                   f"meets a copy of itself stays as it is.")
-        blends = blend_preview(small, partners, kind, strength, seed=int(blend_seed))
-        cols = st.columns(3)
-        for i, (img, share) in enumerate(blends):
-            cols[i % 3].image(img, caption=f"target: {share:.0%} {others[0]}", width="stretch")
+                   f"{len(partners)} {other} images, and its target says how much {other} it holds; a copy that meets a "
+                   f"copy of itself stays as it is.")
+        if partners:
+            blends = blend_preview(small, partners, kind, strength, seed=int(blend_seed))
+            cols = st.columns(3)
+            for i, (img, share) in enumerate(blends):
+                cols[i % 3].image(img, caption=f"target: {share:.0%} {other}", width="stretch")

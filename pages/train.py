@@ -258,9 +258,10 @@ runs_table()
 compare = st.multiselect("Overlay runs (e.g. an LR sweep)", names, key="train_compare",
                          help="Draw the curves of several runs together to see which settings learned best.")
 if compare:
-    frames = {n: read_metrics(Path(runs.set_index("run").loc[n, "path"])) for n in compare}
+    folders = {n: Path(runs.set_index("run").loc[n, "path"]) for n in compare}
+    frames = {n: read_metrics(folder) for n, folder in folders.items()}
     st.plotly_chart(runs_overlay_figure({n: m for n, m in frames.items() if len(m)}), width="stretch")
-    differ = settings_that_differ({n: Path(runs.set_index("run").loc[n, "path"]) for n in compare})
+    differ = settings_that_differ(folders)
     if len(differ):
         st.caption("What these runs were trained with differently:")
         st.dataframe(differ.astype(str), width="stretch")

@@ -126,16 +126,30 @@ def test_an_unknown_blend_is_refused() -> None:
 
 @pytest.mark.parametrize(("kind", "strength"), [("mixup", 0.2), ("cutmix", 1.0)])
 def test_blend_preview_shows_the_image_as_training_blends_it(kind: str, strength: float) -> None:
-    """A black grayscale image blended with white RGB images of another size: each preview keeps the image's shape, its
-    white share is its target (CutMix: within a row and a column), and a seed gives the same previews again."""
+    """A black grayscale image blended with white RGB images of another size: each preview is what the pipeline makes
+    of the image (square, its channels), its white share is its target (CutMix: within a row and a column), and a seed
+    gives the same previews again."""
     from core.augment import blend_preview
 
     image = np.zeros((40, 30, 1), np.uint8)
     others = [np.full((50, 60, 3), 255, np.uint8) for _ in range(6)]
-    previews = blend_preview(image, others, kind, strength, seed=3)
-    assert len(previews) == 6 and all(img.shape == (40, 30, 1) and img.dtype == np.uint8 for img, _ in previews)
+    previews = blend_preview(image, others, kind, strength, seed=3, size=48)
+    assert len(previews) == 6 and all(img.shape == (48, 48, 1) and img.dtype == np.uint8 for img, _ in previews)
     for img, share in previews:
         assert 0.0 <= share <= 1.0
-        assert img.mean() / 255 == pytest.approx(share, abs=0.01 if kind == "mixup" else 1 / 30 + 1 / 40)
-    again = blend_preview(image, others, kind, strength, seed=3)
+        assert img.mean() / 255 == pytest.approx(share, abs=0.01 if kind == "mixup" else 2 / 48)
+    again = blend_preview(image, others, kind, strength, seed=3, size=48)
     assert all(np.array_equal(a, b) and s == t for (a, s), (b, t) in zip(previews, again, strict=True))
+
+
+def test_blend_partners_are_the_other_class_and_need_two_classes() -> None:
+    import pandas as pd
+
+    from core.augment import blend_partners
+    from core.errors import MedImageError
+
+    table = pd.DataFrame({"path": [f"{i}.png" for i in range(10)], "label": ["NORMAL"] * 3 + ["PNEUMONIA"] * 7})
+    assert blend_partners(table, "NORMAL") == ("PNEUMONIA", ["3.png", "4.png", "5.png", "6.png", "7.png", "8.png"])
+    assert blend_partners(table, "PNEUMONIA", n=2) == ("NORMAL", ["0.png", "1.png"])
+    with pytest.raises(MedImageError, match="for two classes .* this dataset has 3"):
+        blend_partners(pd.concat([table, pd.DataFrame({"path": ["x.png"], "label": ["COVID"]})]), "NORMAL")
