@@ -164,7 +164,9 @@ def adabn(model: keras.Model, config: dict[str, Any], source, target, progress: 
         twin.set_weights(model.get_weights())
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    norms = [layer for layer in learned_norms(twin, model_config) if isinstance(layer, keras.layers.BatchNormalization)]
+    # a backbone fine-tuned whole after feature extraction (LP-FT) learned its statistics like one trained whole
+    learned = replace(model_config, freeze="full") if model_config.fine_tune_layers == 0 and config.get("fine_tune_epochs") else model_config
+    norms = [layer for layer in learned_norms(twin, learned) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         return model, 0
     for layer in norms:

@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fine-tune-epochs", type=int, default=0,
                        help="backbones: after --epochs of feature extraction, unfreeze the last layers for this many epochs")
     train.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the fine-tuning phase")
-    train.add_argument("--fine-tune-layers", type=int, default=20, help="how many of the backbone's last layers fine-tuning trains")
+    train.add_argument("--fine-tune-layers", type=int, default=20,
+                       help="how many of the backbone's last layers fine-tuning trains (BatchNorm frozen); "
+                            "0 = every layer, BatchNorm included (LP-FT: the head first, then the whole network)")
     train.add_argument("--ema-epochs", type=_horizon, default=0.0, metavar="N",
                        help="average the weights over about N epochs (an exponential moving average); validation, checkpoints "
                             "and predictions use the average; 0 = off")

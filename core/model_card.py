@@ -73,10 +73,16 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
     if config.get("early_stopping_patience"):
         first += f", early stopping after {config['early_stopping_patience']} epochs without improvement"
     lines = [first + "."]
-    if model.get("weights") not in (None, "none"):
+    pretrained = model.get("weights") not in (None, "none")
+    if pretrained or config.get("fine_tune_epochs"):  # a backbone (only backbones have two phases)
         trained = {"feature_extraction": "only the new head trained", "full": "trained whole",
                    "fine_tune": f"its last {model.get('fine_tune_layers', 20)} layers and the head trained"}
-        lines.append(f"Backbone started from {model['weights']} weights, {trained.get(model.get('freeze'), model.get('freeze'))}.")
+        how = trained.get(model.get("freeze"), model.get("freeze"))
+        if config.get("fine_tune_epochs"):
+            layers = model.get("fine_tune_layers", 20)
+            how += (", then every layer, BatchNorm included" if layers == 0 else f", then its last {layers} layers too (BatchNorm frozen)")
+        start = f"started from {model['weights']} weights" if pretrained else "randomly initialised"
+        lines.append(f"Backbone {start}, {how}.")
     if augment:
         lines.append("Augmentation: " + ", ".join(f"{k} {v}" for k, v in augment.items() if v not in (0, 0.0, "none")) + ".")
     else:

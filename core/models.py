@@ -72,7 +72,7 @@ class ModelConfig:
     head: str = "binary"
     weights: str = "none"  # "imagenet", "none", or a path to a weights file
     freeze: str = "feature_extraction"
-    fine_tune_layers: int = 20
+    fine_tune_layers: int = 20  # 0: every layer, BatchNorm included (the head first, then the whole network: LP-FT)
     pooling: str = "auto"  # "gap", "flatten", or "auto": flatten for SmallNet (seed 001), GAP for the rest
     dense: tuple[int, ...] = field(default=(256,))
     dropout: float = 0.4
@@ -345,9 +345,11 @@ def _freeze(base, config: ModelConfig) -> None:
         base.trainable = True
     elif config.freeze == "feature_extraction":
         base.trainable = False
+    elif config.fine_tune_layers == 0:  # every layer, BatchNorm included: the second phase of LP-FT
+        base.trainable = True
     else:  # fine-tune the last N layers; BatchNorm stays frozen so its statistics are not wrecked
         base.trainable = True
-        for layer in base.layers[: -config.fine_tune_layers or None]:
+        for layer in base.layers[: -config.fine_tune_layers]:
             layer.trainable = False
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):

@@ -67,7 +67,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
     tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
     tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
-    fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze the last layers for this many more
+    fine_tune_epochs: int = 0  # backbones: after `epochs` of feature extraction, unfreeze model.fine_tune_layers for this many more
     fine_tune_lr: float = 1e-4  # the (lower) learning rate of that second phase
     external: tuple[str, ...] = ()  # sources scored after every epoch (core.external), never learned from or selected on
     ema_epochs: float = 0.0  # 0 = off; else the weights are averaged (exponentially) over about this many epochs: see ema_momentum
@@ -346,8 +346,10 @@ def weights_label(model: ModelConfig) -> str:
 
 
 def unfreeze_for_fine_tuning(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
-    """The seeds' second phase: unfreeze the backbone's last `fine_tune_layers` layers (BatchNorm stays frozen)
-    and recompile with the lower `fine_tune_lr`; the optimizer starts afresh, as in Keras' fine-tuning guide."""
+    """The seeds' second phase: unfreeze the backbone's last `fine_tune_layers` layers (BatchNorm stays frozen), or with
+    0 every layer, BatchNorm included (LP-FT: a trained head first, so fine-tuning distorts the pretrained features
+    less; Kumar et al. 2022), and recompile with the lower `fine_tune_lr`; the optimizer starts afresh, as in Keras'
+    fine-tuning guide."""
     from core.models import set_backbone_trainable
 
     set_backbone_trainable(model, replace(config.model, freeze="fine_tune"))

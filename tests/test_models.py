@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -39,6 +40,35 @@ def test_freeze_modes() -> None:
     full = build_model(ModelConfig(name="mobilenetv2", image_size=96, channels=3, freeze="full"))
     counts = [len(m.trainable_weights) for m in (frozen, tuned, full)]
     assert counts[0] < counts[1] < counts[2]
+
+
+def test_lp_ft_trains_the_head_first_then_every_layer_batchnorm_included() -> None:
+    """fine_tune_layers 0: feature extraction holds BatchNorm at its (ImageNet) statistics, then the second phase trains
+    every layer and BatchNorm learns (before, 0 froze every layer: a second phase that trained only the head)."""
+    from core.models import set_backbone_trainable
+
+    config = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=64, channels=3, freeze="feature_extraction", fine_tune_layers=0)
+    model = build_model(config)
+    base = backbone_of(model)
+    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    x, y = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32"), np.array([0, 1] * 4, "float32")
+
+    def fit_once() -> np.ndarray:
+        before = np.asarray(norm.moving_mean).copy()
+        model.compile("adam", "binary_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        return np.abs(np.asarray(norm.moving_mean) - before).max()
+
+    assert all(not w.path.startswith(base.name) for w in model.trainable_weights)
+    assert fit_once() == 0.0  # feature extraction: the statistics stay
+    set_backbone_trainable(model, replace(config, freeze="fine_tune"))  # what the job's second phase does
+    assert len(model.trainable_weights) == len(build_model(replace(config, freeze="full")).trainable_weights)
+    assert fit_once() > 0.0  # every layer trains, and BatchNorm learns
+    # the last-N-layers mode keeps BatchNorm at its statistics once unfrozen
+    model = build_model(replace(config, fine_tune_layers=10))
+    set_backbone_trainable(model, replace(config, freeze="fine_tune", fine_tune_layers=10))
+    norm = next(layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert fit_once() == 0.0
 
 
 def test_saved_model_loads_in_safe_mode(tmp_path: Path) -> None:

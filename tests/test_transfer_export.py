@@ -129,14 +129,17 @@ def test_imagenet_cli_finds_the_cat_and_the_espresso_and_gradcam_sits_on_the_cat
 
 
 @pytest.mark.slow
-def test_two_phase_transfer_job_unfreezes_after_feature_extraction(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layers", [12, 0])
+def test_two_phase_transfer_job_unfreezes_after_feature_extraction(tmp_path: Path, layers: int) -> None:
+    """The last 12 layers (BatchNorm frozen), or with 0 every layer, BatchNorm included (LP-FT)."""
     from dataclasses import replace
 
-    from core.runs import create_run, read_metrics, read_status
+    from core.model_card import training_procedure
+    from core.runs import create_run, read_json, read_metrics, read_status
     from core.train import make_config, run_job
 
     config = make_config("demo", "mobilenetv2", image_size=32, epochs=1, batch_size=32, weights="none", alpha=0.35,
-                         fine_tune_layers=12, tensorboard=False)
+                         fine_tune_layers=layers, tensorboard=False)
     config = replace(config, fine_tune_epochs=1, fine_tune_lr=1e-4, early_stopping_patience=0, reduce_lr_patience=0)
     run = create_run(config.to_dict(), tmp_path)
     assert run_job(run, verbose=0) == "completed"
@@ -145,8 +148,14 @@ def test_two_phase_transfer_job_unfreezes_after_feature_extraction(tmp_path: Pat
     assert len(read_metrics(run)) == 2
     assert "random initialisation" in status["weights"]
     base = backbone_of(keras.saving.load_model(run / "final.keras", safe_mode=True))  # (best.keras may be epoch 1's)
-    trainable = [layer.name for layer in base.layers if layer.trainable and layer.weights]
-    assert trainable and all(layer.name in {w.name for w in base.layers[-12:]} for layer in base.layers if layer.name in trainable)
+    trainable = [layer for layer in base.layers if layer.trainable and layer.weights]
+    if layers:
+        assert trainable and all(layer in base.layers[-12:] for layer in trainable)
+        assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+    else:
+        assert trainable == [layer for layer in base.layers if layer.weights]
+    described = " ".join(training_procedure(read_json(run / "config.json")))
+    assert ("then every layer, BatchNorm included" in described) == (layers == 0), described
     lrs = read_metrics(run)["lr"].tolist()
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-4)
 
