@@ -115,8 +115,27 @@ def make_config(
     model_config = replace(defaults.model, name=model, image_size=image_size, channels=channels,
                            weights="none" if model in SCRATCH else weights, **model_overrides)
     pipeline = replace(defaults.pipeline, image_size=image_size, channels=channels, batch_size=batch_size)
-    return replace(defaults, data=data, model=model_config, pipeline=pipeline, epochs=epochs,
-                   augment=defaults.augment if augment else None, **overrides)
+    config = replace(defaults, data=data, model=model_config, pipeline=pipeline, epochs=epochs,
+                     augment=defaults.augment if augment else None, **overrides)
+    check_phases(config)
+    return config
+
+
+def check_phases(config: TrainConfig) -> None:
+    """Refuse a second (fine-tuning) phase that cannot do what it says, before a run exists: it unfreezes a pretrained
+    backbone after feature extraction. Without this, a backbone trained whole was cut back to its last layers at the
+    switch, and a scratch model only had its learning rate changed."""
+    model = config.model
+    if model.fine_tune_layers < 0:
+        raise MedImageError(f"Layers to fine-tune must be 0 (all) or more, not {model.fine_tune_layers}.")
+    if not config.fine_tune_epochs:
+        return
+    if model.name in SCRATCH:
+        raise MedImageError(f"Fine-tuning is a second phase for a pretrained backbone; {model.name} trains every layer from the "
+                            "first epoch. Set the fine-tuning epochs to 0.")
+    if model.freeze != "feature_extraction":
+        raise MedImageError(f"Fine-tuning follows feature extraction, and with '{model.freeze}' the backbone already trains from the "
+                            "first epoch. Choose feature_extraction (the head first, then fine-tuning) or set the fine-tuning epochs to 0.")
 
 
 class Dwell(keras.callbacks.Callback):
@@ -408,6 +427,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         # first: a multi-worker strategy must exist before any other TensorFlow op (the pipeline's)
         strategy = distribution_strategy()
         config = TrainConfig.from_dict(read_json(run / "config.json"))
+        check_phases(config)  # a hand-edited config.json too
         keras.utils.set_random_seed(config.seed)
         policy = precision_for(config.mixed_precision)
         keras.mixed_precision.set_global_policy(policy)  # models built below take it; restored when the job ends

@@ -89,6 +89,11 @@ with st.form("train_form"):
                                key=key("train_freeze"),
                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
                                     "layers (fine_tune), or all of it (full, slow, needs more images).")
+    cols = st.columns(2)
+    fine_tune_epochs = cols[0].number_input("Then fine-tune (epochs, 0 = off)", 0, 500, shown.fine_tune_epochs, disabled=bool(recipe),
+                                            key=key("train_fine_tune_epochs"), help=help_text("fine-tuning"))
+    fine_tune_layers = cols[1].number_input("Layers to fine-tune (0 = all)", 0, 1000, shown.model.fine_tune_layers, disabled=bool(recipe),
+                                            key=key("train_fine_tune_layers"), help=help_text("fine-tuning"))
     cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
                            horizontal=True, disabled=bool(recipe), key="train_preset",
@@ -129,15 +134,16 @@ if submitted and recipe:
     except MedImageError as exc:
         st.error(str(exc))
 elif submitted:
-    config = make_config(
-        data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
-        weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
-        learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
-        external=external_sources(external_text), ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix),
-        cosine=cosine, crop=float(crop),
-    )
-    model = config.model
+    external = external_sources(external_text)
     try:
+        config = make_config(
+            data, model_name, int(image_size), int(epochs), int(batch_size), augment=augment_on,
+            weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
+            learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
+            external=external, ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix), cosine=cosine, crop=float(crop),
+            fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers),
+        )
+        model = config.model
         chosen = load_dataset(data)  # cached: the class count says whether the images can be blended
         blend_of(config, len(chosen.classes) if chosen else None)  # both blends, or 3+ classes: the message here, not a failed job
         build_model(model)  # fail here, with the message (a missing weights file, an image too small), rather than in the job

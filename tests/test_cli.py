@@ -71,6 +71,13 @@ def test_train_ema_blends_cosine_and_crop_reach_the_run_config_and_bad_values_ar
     result = _run(*common, "--cutmix", "1", "--mixup", "0.2")
     assert result.returncode != 0 and "Choose mixup or CutMix, not both" in result.stderr + result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == runs_before  # refused before a run folder was made
+    result = _run(*common, "--model", "mobilenetv2", "--freeze", "full", "--fine-tune-epochs", "2")
+    assert result.returncode != 0 and "Fine-tuning follows feature extraction" in result.stderr + result.stdout
+    assert len(list((tmp_path / "runs").iterdir())) == runs_before
+    result = _run(*common, "--model", "mobilenetv2", "--fine-tune-epochs", "2", "--fine-tune-layers", "0")  # LP-FT
+    config = json.loads((Path(json.loads(result.stdout)["run"]) / "config.json").read_text())
+    assert config["fine_tune_epochs"] == 2 and config["model"]["fine_tune_layers"] == 0
+    runs_before += 1
     make_class_folders(tmp_path / "three", {"a": 4, "b": 4, "c": 4})
     result = _run("train", "--data", str(tmp_path / "three"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--mixup", "0.2")
     assert result.returncode != 0 and "head is 'multiclass' for 3 classes" in result.stderr + result.stdout

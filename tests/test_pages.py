@@ -273,6 +273,41 @@ def test_train_form_refuses_blending_three_classes_before_a_run_exists(tmp_path:
     assert list_runs().empty
 
 
+@pytest.mark.slow
+def test_train_form_fine_tunes_after_feature_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The form's second phase: refused with a plain message on a backbone that already trains whole, and with feature
+    extraction first a job that unfreezes every layer (0), BatchNorm included, at the switch."""
+    import json
+    import time
+
+    from core.runs import effective_state, list_runs, read_status
+
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_recipe").set_value("Custom: the settings below").run()
+    at.selectbox(key="train_model").set_value("mobilenetv2")
+    at.selectbox(key="train_alpha").set_value(0.35)
+    at.number_input(key="train_size").set_value(32)
+    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_freeze").set_value("full")
+    at.number_input(key="train_fine_tune_epochs").set_value(1)
+    at.number_input(key="train_fine_tune_layers").set_value(0)
+    at.button[0].click().run()
+    assert not at.exception and "Fine-tuning follows feature extraction" in at.error[0].value and list_runs().empty
+    at.selectbox(key="train_freeze").set_value("feature_extraction")
+    at.button[0].click().run()
+    assert not at.exception and not at.error and any("Started" in s.value or "Queued" in s.value for s in at.success)
+    run = Path(list_runs().iloc[0]["path"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["fine_tune_epochs"] == 1 and config["model"]["fine_tune_layers"] == 0
+    deadline = time.time() + 180
+    while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
+        time.sleep(0.5)
+    status = read_status(run)
+    assert status["state"] == "completed" and status["fine_tune_from_epoch"] == 1, status
+
+
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
     at.switch_page("pages/train.py").run()

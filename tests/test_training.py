@@ -385,6 +385,27 @@ def test_make_config_matches_pipeline_to_model() -> None:
     assert backbone.pipeline.image_size == backbone.model.image_size == 64
 
 
+def test_a_fine_tuning_phase_is_refused_where_it_cannot_do_what_it_says(tmp_path: Path) -> None:
+    """A second phase unfreezes a backbone after feature extraction: on a backbone trained whole it used to cut it back
+    to its last layers at the switch, and on a scratch model it only changed the LR. Refused before a run exists, and by
+    the job for a hand-edited config."""
+    from core.errors import MedImageError
+    from core.train import make_config, run_job
+
+    lp_ft = make_config("demo", "mobilenetv2", 32, fine_tune_epochs=2, fine_tune_layers=0)
+    assert lp_ft.model.freeze == "feature_extraction" and lp_ft.fine_tune_epochs == 2 and lp_ft.model.fine_tune_layers == 0
+    with pytest.raises(MedImageError, match="Fine-tuning follows feature extraction"):
+        make_config("demo", "mobilenetv2", 32, freeze="full", fine_tune_epochs=2)
+    with pytest.raises(MedImageError, match="second phase for a pretrained backbone; smallnet"):
+        make_config("demo", "smallnet", 32, fine_tune_epochs=2)
+    with pytest.raises(MedImageError, match="must be 0 \\(all\\) or more"):
+        make_config("demo", "mobilenetv2", 32, fine_tune_layers=-3)
+    edited = lp_ft.to_dict()
+    edited["model"]["freeze"] = "full"
+    run = create_run(edited, tmp_path)
+    assert run_job(run, verbose=0) == "failed" and "Fine-tuning follows feature extraction" in read_status(run)["message"]
+
+
 def test_input_streams_from_disk_when_decoded_images_would_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core import pipeline, train
 
