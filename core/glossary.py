@@ -47,10 +47,9 @@ GLOSSARY: dict[str, str] = {
     "cosine schedule": "The learning rate starts where you set it and slides down along half a cosine curve to almost "
                        "nothing by the last epoch, instead of being halved when the validation loss stops improving. "
                        "Extending a run stretches the curve.",
-    "fine-tuning": "A second phase for a pretrained backbone: after the epochs that train only the new head (Backbone "
-                   "training: feature_extraction), unfreeze the backbone's last layers, or all of them with 0, and train on at "
-                   "a lower learning rate (0.0001). Training the head first spares the pretrained features a random head's "
-                   "large early corrections.",
+    "fine-tuning": "A second phase for a pretrained backbone, after epochs that train only the new head "
+                   "(feature_extraction): its last layers, or all with 0, then train too, at LR 0.0001. The head first "
+                   "spares the pretrained features a random head's big early corrections.",
     "border crop": "Cutting this share off every side of the image inside the model, so it looks at the middle (the lungs) "
                    "and not at side markers or the edges of the exposure, which differ between hospitals. 0.1 keeps the "
                    "central 80%; Grad-CAM shows the cut borders cold.",
