@@ -90,6 +90,17 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return out
 
 
+def statistics_source(config: dict[str, Any]):
+    """A run's model config as its BatchNorm statistics know it: a backbone fine-tuned whole after feature extraction
+    (fine_tune_layers 0, LP-FT) learned them on the training images like one trained whole from the start."""
+    from dataclasses import replace
+
+    from core.models import ModelConfig
+
+    model = ModelConfig.from_dict(config["model"])
+    return replace(model, freeze="full") if model.fine_tune_layers == 0 and config.get("fine_tune_epochs") else model
+
+
 def learned_norms(model: keras.Model, config) -> list[keras.layers.Layer]:
     """The BatchNormalization layers adaptation re-measures: those whose statistics were learned on the training
     images; inside an ImageNet backbone, only the shallow ones (feature maps >= SHALLOW_FRACTION of the input's width).
@@ -164,9 +175,7 @@ def adabn(model: keras.Model, config: dict[str, Any], source, target, progress: 
         twin.set_weights(model.get_weights())
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    # a backbone fine-tuned whole after feature extraction (LP-FT) learned its statistics like one trained whole
-    learned = replace(model_config, freeze="full") if model_config.fine_tune_layers == 0 and config.get("fine_tune_epochs") else model_config
-    norms = [layer for layer in learned_norms(twin, learned) if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in learned_norms(twin, statistics_source(config)) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         return model, 0
     for layer in norms:

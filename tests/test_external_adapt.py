@@ -259,7 +259,7 @@ def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() 
     backbone's statistics are ImageNet's and stay."""
     import keras
 
-    from core.adapt import SHALLOW_FRACTION, _all_layers, learned_norms
+    from core.adapt import SHALLOW_FRACTION, _all_layers, learned_norms, statistics_source
     from core.models import ModelConfig, build_model
 
     def norms(model):
@@ -276,6 +276,12 @@ def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() 
     assert len(learned_norms(build_model(cropped), cropped)) == len(chosen)
     frozen = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="feature_extraction")
     assert learned_norms(build_model(frozen), frozen) == []
+    # fine-tuned whole after feature extraction (LP-FT): learned like a backbone trained whole; the last 20 layers
+    # fine-tuned with BatchNorm frozen: ImageNet's statistics, which stay
+    lp_ft = {"model": {**frozen.to_dict(), "fine_tune_layers": 0}, "fine_tune_epochs": 10}
+    assert len(learned_norms(build_model(frozen), statistics_source(lp_ft))) == len(chosen)
+    assert learned_norms(build_model(frozen), statistics_source({**lp_ft, "model": frozen.to_dict()})) == []
+    assert learned_norms(build_model(frozen), statistics_source({**lp_ft, "fine_tune_epochs": 0})) == []
     # a scratch model's layers all learned on the training images and all carry the scanner's shift: every one moves
     scratch = ModelConfig(name="xraynet", image_size=96, intensity="equalize", dense=())
     xraynet = build_model(scratch)
