@@ -76,7 +76,7 @@ with st.form("train_form"):
                               help=help_text("cosine schedule"))
     weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
                                  help="A .h5 or .keras weights file on this machine, for when there is no internet.")
-    cols = st.columns(5)
+    cols = st.columns(4)
     augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=shown.augment is not None, disabled=bool(recipe),
                                   key=key("train_augment"), help=help_text("augmentation"))
     class_weighting = cols[1].checkbox("Class weights", value=shown.class_weighting, disabled=bool(recipe), key=key("train_class_weights"),
@@ -85,14 +85,14 @@ with st.form("train_form"):
                                       key=key("train_ema"), help=help_text("weight averaging"))
     mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, float(shown.mixup), 0.1, disabled=bool(recipe), key=key("train_mixup"),
                                  help=help_text("mixup"))
-    freeze = cols[4].selectbox("Backbone training", FREEZE_MODES, index=FREEZE_MODES.index(shown.model.freeze), disabled=bool(recipe),
+    cols = st.columns(3)  # a backbone's phases: what trains first, then what fine-tuning adds
+    freeze = cols[0].selectbox("Backbone training", FREEZE_MODES, index=FREEZE_MODES.index(shown.model.freeze), disabled=bool(recipe),
                                key=key("train_freeze"),
                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
                                     "layers (fine_tune), or all of it (full, slow, needs more images).")
-    cols = st.columns(2)
-    fine_tune_epochs = cols[0].number_input("Then fine-tune (epochs, 0 = off)", 0, 500, shown.fine_tune_epochs, disabled=bool(recipe),
+    fine_tune_epochs = cols[1].number_input("Then fine-tune (epochs, 0 = off)", 0, 500, shown.fine_tune_epochs, disabled=bool(recipe),
                                             key=key("train_fine_tune_epochs"), help=help_text("fine-tuning"))
-    fine_tune_layers = cols[1].number_input("Layers to fine-tune (0 = all)", 0, 1000, shown.model.fine_tune_layers, disabled=bool(recipe),
+    fine_tune_layers = cols[2].number_input("Layers to fine-tune (0 = all)", 0, 1000, shown.model.fine_tune_layers, disabled=bool(recipe),
                                             key=key("train_fine_tune_layers"), help=help_text("fine-tuning"))
     cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
