@@ -158,6 +158,24 @@ def test_two_phase_transfer_job_unfreezes_after_feature_extraction(tmp_path: Pat
     assert ("then every layer, BatchNorm included" in described) == (layers == 0), described
     lrs = read_metrics(run)["lr"].tolist()
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(1e-4)
+    if layers:
+        return
+    # extended (as after a stop or a crash, from last.keras): the second phase goes on, every layer training and
+    # BatchNorm still learning, at the fine-tuning LR
+    from core.runs import request
+
+    def statistics(model_file: str) -> np.ndarray:
+        model = keras.saving.load_model(run / model_file, safe_mode=True)
+        return np.concatenate([np.asarray(layer.moving_mean) for layer in backbone_of(model).layers
+                               if isinstance(layer, keras.layers.BatchNormalization)])
+
+    before = statistics("last.keras")
+    request(run, extend=1)
+    assert run_job(run, verbose=0) == "completed"
+    assert read_metrics(run)["epoch"].tolist() == [1, 2, 3] and read_metrics(run)["lr"].iloc[-1] == pytest.approx(1e-4)
+    assert np.abs(statistics("last.keras") - before).max() > 0
+    base = backbone_of(keras.saving.load_model(run / "last.keras", safe_mode=True))
+    assert all(layer.trainable for layer in base.layers if layer.weights)
 
 
 @pytest.fixture(scope="module")
