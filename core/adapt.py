@@ -30,7 +30,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -38,6 +38,9 @@ import pandas as pd
 
 from core.errors import MedImageError
 from core.runs import create_run, now_iso, read_json, read_status, run_rows, write_status
+
+if TYPE_CHECKING:
+    from core.models import ModelConfig
 
 MIN_IMAGES = 16
 # BatchNorm layers whose feature maps are at least this fraction of the input's width are re-measured (see learned_norms).
@@ -90,7 +93,7 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return out
 
 
-def statistics_source(config: dict[str, Any]):
+def statistics_source(config: dict[str, Any]) -> ModelConfig:
     """A run's model config as its BatchNorm statistics know it: a backbone fine-tuned whole after feature extraction
     (fine_tune_layers 0, LP-FT) learned them on the training images like one trained whole from the start."""
     from dataclasses import replace
