@@ -405,6 +405,7 @@ def build_model(config: ModelConfig) -> keras.Model:
     _freeze(base, config)
     x = image if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([image] * 3)
     x = BackbonePreprocess(BACKBONES[config.name].module, name="preprocess")(x)
-    # training=False keeps BatchNorm in inference mode when the base is frozen (the Keras fine-tuning recipe)
-    x = base(x, training=False if config.freeze != "full" else None)
+    # No training=False here: in Keras 3, fit's training=True overrides it for nested models (keras-team/keras#20285).
+    # What holds a frozen BatchNorm at its statistics is trainable=False (_freeze), which BatchNormalization checks.
+    x = base(x)
     return keras.Model(inputs, _head(x, config), name=config.name)
