@@ -238,6 +238,37 @@ def settings_that_differ(runs: dict[str, Path]) -> pd.DataFrame:
     return table[differ].astype(object).where(table[differ].notna(), "").rename_axis("setting")
 
 
+def _seed_groups(differ: pd.DataFrame) -> dict[str, str]:
+    """Each run's group: runs whose settings differ in the seed alone form one, named by the settings that set it
+    apart ("cosine=True; epochs=12")."""
+    rest = differ.drop(index="seed", errors="ignore")
+    if rest.empty:
+        return {run: "same settings" for run in differ.columns}
+    return {run: "; ".join(f"{setting}={value}" for setting, value in rest[run].items()) for run in differ.columns}
+
+
+def over_seeds(scores: pd.DataFrame, differ: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd of each score over the runs trained alike but for the seed, for each group of two runs or more.
+
+    scores: one row per run (its label), numeric columns; differ: settings_that_differ of the same runs. A variant is
+    judged by its group's mean against another's, and a difference smaller than the seeds' spread is noise: the
+    comparison the README's external-dev table makes by hand."""
+    groups = pd.Series(_seed_groups(differ))
+    rows = []
+    for group, members in groups.groupby(groups, sort=False):
+        runs = [run for run in members.index if run in scores.index]
+        if len(runs) < 2:
+            continue
+        seeds = ", ".join(str(differ.at["seed", run]) for run in runs) if "seed" in differ.index else "the same"
+        row: dict[str, Any] = {"group": group, "runs": len(runs), "seeds": seeds}
+        for column in scores.columns:
+            values = pd.to_numeric(scores.loc[runs, column], errors="coerce").dropna()
+            if len(values) >= 2:
+                row[column] = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("group") if rows else pd.DataFrame()
+
+
 def delete_run(run: Path) -> None:
     """Remove a run folder; a running job must be stopped first."""
     import shutil

@@ -17,7 +17,7 @@ from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
 from core.report import build_report
-from core.runs import list_runs, read_json, read_status, run_rows, settings_that_differ
+from core.runs import list_runs, over_seeds, read_json, read_status, run_rows, settings_that_differ
 from pages.common import explainer_for, load_dataset, predictor_for, runs_with_models, thumbnail
 
 st.title("Evaluate")
@@ -256,6 +256,12 @@ with tabs[5]:
             st.caption("These runs were trained with the same settings, seed included.")
         else:
             st.dataframe(differ.astype(str), width="stretch")
+        grouped = over_seeds(frame[numeric], differ)
+        if not grouped.empty:
+            st.markdown("**Over seeds** (runs trained alike but for the seed: mean ± sd)")
+            st.dataframe(grouped, width="stretch")
+            st.caption("Compare variants by these means. A difference smaller than the ± spread is what drawing another "
+                       "seed does, not what the change does; judging a variant on one run each is judging the seed.")
 with tabs[6]:
     from core.generalisation import gap_sentences, gap_table
 

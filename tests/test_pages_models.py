@@ -180,7 +180,7 @@ def test_pages_survive_corrupt_run_folders(models_dir: Path, tmp_path: Path, mon
 def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison tab puts the runs' scores side by side and, under them, only the settings they were trained with
-    differently; runs trained alike say so."""
+    differently; runs trained alike say so; variants with two seeds or more get their mean ± sd over seeds."""
     import json
     import shutil
 
@@ -192,6 +192,10 @@ def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Pat
     config = json.loads((changed / "config.json").read_text())
     (changed / "config.json").write_text(json.dumps({**config, "cosine": True, "learning_rate": 1e-4}))
     shutil.copytree(good, folder / "20990101-000001-smallnet-5a5a")
+    for source, name in ((good, "20990101-000002-smallnet-5eed"), (changed, "20990101-000003-smallnet-5eed")):  # seed 1 of each
+        shutil.copytree(source, folder / name)
+        config = json.loads((folder / name / "config.json").read_text())
+        (folder / name / "config.json").write_text(json.dumps({**config, "seed": 1}))
     monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(folder))
     at = _page("pages/evaluate.py")
     at.selectbox(key="eval_run").set_value(good.name).run()
@@ -201,8 +205,16 @@ def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Pat
     assert not at.exception and not at.error
     differ = next(d.value for d in at.dataframe if "learning_rate" in d.value.index)
     assert set(differ.index) == {"cosine", "learning_rate"} and differ.loc["cosine"].tolist() == ["False", "True"]
+    assert not any("seeds" in d.value.columns for d in at.dataframe)  # one run a variant: no spread to show
     at.multiselect(key="eval_compare").set_value(["20990101-000001-smallnet-5a5a"]).run()
     assert not at.exception and any("same settings, seed included" in c.value for c in at.caption)
+    # two seeds of each variant: each variant's mean and spread over its seeds
+    at.multiselect(key="eval_compare").set_value([changed.name, "20990101-000002-smallnet-5eed", "20990101-000003-smallnet-5eed"]).run()
+    assert not at.exception and not at.error
+    grouped = next(d.value for d in at.dataframe if "seeds" in d.value.columns)
+    assert grouped.index.tolist() == ["cosine=False; learning_rate=0.001", "cosine=True; learning_rate=0.0001"]
+    assert grouped["runs"].tolist() == [2, 2] and grouped["seeds"].tolist() == ["0, 1", "0, 1"]
+    assert all(" ± " in value for value in grouped["accuracy"]) and any("what drawing another seed does" in c.value for c in at.caption)
 
 
 def test_evaluate_an_external_folder(models_dir: Path, tmp_path: Path) -> None:

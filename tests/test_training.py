@@ -314,6 +314,30 @@ def test_settings_that_differ_name_what_changed_between_runs(tmp_path: Path) -> 
     assert settings_that_differ({"plain": plain}).empty and settings_that_differ({}).empty
 
 
+def test_runs_trained_alike_but_for_the_seed_are_summarised_over_seeds(tmp_path: Path) -> None:
+    """Variants are compared by their mean over seeds with the seeds' spread beside it: runs differing in the seed
+    alone form a group named by what sets it apart; a variant with one run has no spread and is left out."""
+    import pandas as pd
+
+    from core.runs import over_seeds, settings_that_differ
+
+    runs = {"a0": _config(seed=0), "a1": _config(seed=1), "b0": _config(seed=0, cosine=True), "b1": _config(seed=1, cosine=True),
+            "c0": _config(seed=0, mixup=0.2)}
+    folders = {label: create_run(config, tmp_path) for label, config in runs.items()}
+    differ = settings_that_differ(folders)
+    scores = pd.DataFrame({"accuracy": [0.90, 0.94, 0.93, 0.93, 0.99], "auc": [0.96, 0.98, 0.97, 0.97, 0.99]}, index=list(runs))
+    table = over_seeds(scores, differ)
+    assert list(table.index) == ["cosine=False; mixup=0.0", "cosine=True; mixup=0.0"]
+    plain = table.loc["cosine=False; mixup=0.0"]
+    assert plain["runs"] == 2 and plain["seeds"] == "0, 1"
+    assert plain["accuracy"] == "0.920 ± 0.028" and plain["auc"] == "0.970 ± 0.014"
+    assert table.loc["cosine=True; mixup=0.0", "accuracy"] == "0.930 ± 0.000"
+    # the same settings twice over (seed included), or one run each: nothing, or one group named so
+    same = settings_that_differ({"a0": folders["a0"], "again": create_run(_config(seed=0), tmp_path)})
+    assert over_seeds(scores.rename(index={"a1": "again"}), same).index.tolist() == ["same settings"]
+    assert over_seeds(scores, settings_that_differ({"a0": folders["a0"], "c0": folders["c0"]})).empty
+
+
 def test_dwell_and_step_decay_callbacks() -> None:
     import keras
     import numpy as np
