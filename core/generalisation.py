@@ -14,6 +14,7 @@ import pandas as pd
 from core.evaluate import load_predictions, summarize
 
 INTERNAL = "test"
+INTERNAL_LABEL = "internal test split"  # its row in the table
 
 
 def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:
@@ -29,7 +30,7 @@ def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:
         s = summarize(run, predictions, n_boot=n_boot)
         if s["head"] != "binary":
             continue
-        rows.append({"set": "internal test split" if name == INTERNAL else name, "n": s["n"],
+        rows.append({"set": INTERNAL_LABEL if name == INTERNAL else name, "n": s["n"],
                      "accuracy": s["accuracy"], "accuracy_lo": s["accuracy_ci95"][0], "accuracy_hi": s["accuracy_ci95"][1],
                      "auc": s["auc"], "auc_lo": s["auc_ci95"][0], "auc_hi": s["auc_ci95"][1],
                      "sensitivity": s["sensitivity"], "specificity": s["specificity"]})
@@ -38,7 +39,7 @@ def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:
 
 def gap_sentences(table: pd.DataFrame) -> list[str]:
     """Per external set and metric: the gap, and whether the intervals say it is more than chance."""
-    if table.empty or table.iloc[0]["set"] != "internal test split":
+    if table.empty or table.iloc[0]["set"] != INTERNAL_LABEL:
         return []
     internal = table.iloc[0]
     out = []

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from core import charts, metrics
+from core.generalisation import INTERNAL_LABEL, gap_sentences, gap_table
 from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
 
@@ -58,6 +59,19 @@ def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+def _gap_html(gap: pd.DataFrame) -> str:
+    """The Evaluate page's generalisation-gap panel as HTML: each set with its intervals, and the sentences."""
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r['set']))}</td><td>{int(r['n'])}</td>"
+        f"<td>{r['accuracy']:.3f} ({r['accuracy_lo']:.3f}-{r['accuracy_hi']:.3f})</td>"
+        f"<td>{r['auc']:.3f} ({r['auc_lo']:.3f}-{r['auc_hi']:.3f})</td>"
+        f"<td>{r['sensitivity']:.3f}</td><td>{r['specificity']:.3f}</td></tr>"
+        for _, r in gap.iterrows())
+    sentences = "".join(f"<li>{html.escape(line)}</li>" for line in gap_sentences(gap))
+    return ("<h2>Generalisation gap</h2><table><tr><th>set</th><th>n</th><th>accuracy (95% CI)</th><th>AUC (95% CI)</th>"
+            f"<th>sensitivity</th><th>specificity</th></tr>{rows}</table><ul>{sentences}</ul>")
+
+
 def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[str, Any], split_counts: pd.DataFrame | None = None) -> str:
     """The HTML report of `run` evaluated on predictions `name` (e.g. 'test', 'external-...')."""
     run = Path(run)
@@ -80,16 +94,20 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
     counts = predictions["label"].value_counts().reindex(classes, fill_value=0)
     balance = ", ".join(f"{c}: {n} ({n / max(len(predictions), 1):.0%})" for c, n in counts.items())
     external = name.startswith("external")
+    gap = gap_table(run)  # the run's test split against every external set it was scored on
+    others = len(gap) - int(not gap.empty and gap.iloc[0]["set"] == INTERNAL_LABEL)  # external sets scored
+    if external:
+        validation = "these images came from a source other than the training set."
+    elif others:
+        validation = (f"these images are a split of the training source, which flatters the model; the run was also scored on "
+                      f"{others} set(s) from elsewhere: see 'Generalisation gap'.")
+    else:
+        validation = ("not done. These images are a split of the training source, which flatters the model; "
+                      "evaluate on data from another hospital before trusting these numbers.")
     limitations = [
         "Not for clinical use. This is a research and teaching tool; no result here is a diagnosis.",
         f"Class balance of the evaluated images: {balance}. Accuracy depends on it; sensitivity, specificity and AUC do not.",
-        "External validation: "
-        + (
-            "these images came from a source other than the training set."
-            if external
-            else "not done. These images are a split of the training source, which flatters the model; "
-            "evaluate on data from another hospital before trusting these numbers."
-        ),
+        "External validation: " + validation,
         f"Decision threshold {summary.get('threshold', 'n/a')} ({status.get('threshold_source', 'default 0.5')})."
         if summary.get("head") == "binary"
         else "",
@@ -113,5 +131,6 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.warn{{background:
 <div class="warn"><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in limitations if x)}</ul></div>
 <h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}<h3>Training procedure</h3><ul>{procedure}</ul>
 <h2>Metrics</h2>{_table(_metric_rows(summary))}
+{_gap_html(gap) if others else ""}
 <h2>Figures</h2>{"".join(parts)}
 </body></html>"""

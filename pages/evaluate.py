@@ -263,7 +263,7 @@ with tabs[5]:
             st.caption("Compare variants by these means. A difference smaller than the ± spread is what drawing another "
                        "seed does, not what the change does; judging a variant on one run each is judging the seed.")
 with tabs[6]:
-    from core.generalisation import gap_sentences, gap_table
+    from core.generalisation import INTERNAL_LABEL, gap_sentences, gap_table
 
     @st.cache_data(show_spinner="Bootstrapping the intervals...", max_entries=16)
     def cached_gap(run_path: str, stamp: tuple) -> object:
@@ -271,7 +271,7 @@ with tabs[6]:
 
     stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in run.glob("predictions-*.csv")))
     gap = cached_gap(str(run), stamp)
-    if gap.empty or gap.iloc[0]["set"] != "internal test split" or len(gap) < 2:
+    if gap.empty or gap.iloc[0]["set"] != INTERNAL_LABEL or len(gap) < 2:
         st.info("The gap needs this run's test-split predictions and at least one external set's: predict the test split, then "
                 "an external folder (Evaluate on: external folder), or train with external sets watched (Train page).")
     else:

@@ -131,6 +131,26 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
         assert text in html, text
     external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
     assert "came from a source other than the training set" in external
+    assert "Generalisation gap" not in html  # scored on no other set
+
+
+def test_report_carries_the_generalisation_gap_of_a_run_scored_elsewhere(trained: Path, tmp_path: Path) -> None:
+    """A run scored on another hospital's images: its test-split report no longer says external validation was not done,
+    and carries the Evaluate page's gap panel (each set with its intervals, and the sentence)."""
+    import shutil
+
+    from core.evaluate import predictions_path, summarize
+    from core.report import build_report
+
+    run = tmp_path / trained.name
+    shutil.copytree(trained, run)
+    test = open_dataset(DEMO).table.query("split == 'test'")
+    predictions = predict_table(run, test, "test")
+    shutil.copy(predictions_path(run, "test"), predictions_path(run, "external-hospital-b"))  # a site the model does as well on
+    html = build_report(run, "test", predictions, summarize(run, predictions, n_boot=100))
+    assert "External validation: not done" not in html and "the run was also scored on 1 set(s) from elsewhere" in html
+    assert "<h2>Generalisation gap</h2>" in html and "<td>internal test split</td>" in html and "<td>external-hospital-b</td>" in html
+    assert "the difference is within the intervals" in html
 
 
 def test_threshold_choice_refuses_without_validation_and_misclassified_follows_the_threshold() -> None:
