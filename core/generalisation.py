@@ -17,11 +17,16 @@ INTERNAL = "test"
 INTERNAL_LABEL = "internal test split"  # its row in the table
 
 
+def external_sets(run: Path) -> list[str]:
+    """The external sets the run was scored on: the names of its stored predictions ('external-...')."""
+    return sorted(p.stem[len("predictions-"):] for p in Path(run).glob("predictions-external-*.csv")
+                  if not p.stem.endswith(("-tta", "-notta")))
+
+
 def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per set (internal test first): n, accuracy and AUC with intervals, sensitivity, specificity."""
+    """One row per set (internal test first) of a binary head: n, accuracy and AUC with intervals, sensitivity, specificity."""
     run = Path(run)
-    names = [INTERNAL] + sorted(p.stem[len("predictions-"):] for p in run.glob("predictions-external-*.csv")
-                                if not p.stem.endswith(("-tta", "-notta")))
+    names = [INTERNAL, *external_sets(run)]
     rows = []
     for name in names:
         predictions = load_predictions(run, name)

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from core import charts, metrics
-from core.generalisation import INTERNAL_LABEL, gap_sentences, gap_table
+from core.generalisation import external_sets, gap_sentences, gap_table
 from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
 
@@ -94,13 +94,13 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
     counts = predictions["label"].value_counts().reindex(classes, fill_value=0)
     balance = ", ".join(f"{c}: {n} ({n / max(len(predictions), 1):.0%})" for c, n in counts.items())
     external = name.startswith("external")
-    gap = gap_table(run)  # the run's test split against every external set it was scored on
-    others = len(gap) - int(not gap.empty and gap.iloc[0]["set"] == INTERNAL_LABEL)  # external sets scored
+    others = len(external_sets(run))
+    gap = gap_table(run) if others else pd.DataFrame()  # the run's test split against every external set (binary heads)
     if external:
         validation = "these images came from a source other than the training set."
     elif others:
         validation = (f"these images are a split of the training source, which flatters the model; the run was also scored on "
-                      f"{others} set(s) from elsewhere: see 'Generalisation gap'.")
+                      f"{others} set(s) from elsewhere" + (": see 'Generalisation gap'." if len(gap) > 1 else "."))
     else:
         validation = ("not done. These images are a split of the training source, which flatters the model; "
                       "evaluate on data from another hospital before trusting these numbers.")
@@ -131,6 +131,6 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.warn{{background:
 <div class="warn"><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in limitations if x)}</ul></div>
 <h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}<h3>Training procedure</h3><ul>{procedure}</ul>
 <h2>Metrics</h2>{_table(_metric_rows(summary))}
-{_gap_html(gap) if others else ""}
+{_gap_html(gap) if not gap.empty else ""}
 <h2>Figures</h2>{"".join(parts)}
 </body></html>"""
