@@ -251,8 +251,7 @@ def over_seeds(scores: pd.DataFrame, differ: pd.DataFrame) -> pd.DataFrame:
     """Mean ± sd of each score over the runs trained alike but for the seed, for each group of two runs or more.
 
     scores: one row per run (its label), numeric columns; differ: settings_that_differ of the same runs. A variant is
-    judged by its group's mean against another's, and a difference smaller than the seeds' spread is noise: the
-    comparison the README's external-dev table makes by hand."""
+    judged by its group's mean against another's, and a difference smaller than the seeds' spread is noise."""
     groups = pd.Series(_seed_groups(differ))
     rows = []
     for group, members in groups.groupby(groups, sort=False):
