@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.catalog import MODEL_NAMES, RECIPES
 from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
-from core.models import MODEL_NAMES
-from core.recipes import RECIPES
 
 
 def _read(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +64,7 @@ def _mix_strength(text: str) -> float:
 
 def _border_share(text: str) -> float:
     """--crop's value: the share of each side cut away, 0 (off) up to core.models.MAX_CROP."""
-    from core.models import MAX_CROP
+    from core.catalog import MAX_CROP
 
     value = float(text)
     if not 0.0 <= value <= MAX_CROP:  # also refuses nan

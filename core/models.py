@@ -17,46 +17,8 @@ import keras
 from keras import layers
 
 from core import weights as weight_files
+from core.catalog import BACKBONES, FREEZE_MODES, HEADS, INTENSITY, MAX_CROP, MODEL_NAMES, SCRATCH
 from core.errors import MedImageError
-
-HEADS = ("binary", "multiclass", "ordinal")
-SCRATCH = ("smallnet", "cifar_cnn", "mlp", "resnet18", "xraynet")
-INTENSITY = ("rescale", "standardize", "equalize")
-FREEZE_MODES = ("feature_extraction", "fine_tune", "full")
-MAX_CROP = 0.3  # of each side: 0.3 keeps the central 40% of the image
-
-
-@dataclass(frozen=True)
-class Backbone:
-    constructor: str  # keras.applications attribute
-    module: str  # keras.applications submodule holding preprocess_input
-    weights_file: str  # the no-top ImageNet weights file Keras downloads into ~/.keras/models (alpha 1.0, 224 px)
-    default_size: int = 224
-    alphas: tuple[float, ...] = ()  # width multipliers with ImageNet weights (MobileNets); () = no alpha
-
-    def file_for(self, alpha: float = 1.0, size: int = 224) -> str:
-        """The official no-top weights file for this width and input size."""
-        if self.constructor == "MobileNet":
-            return weight_files.mobilenet_file(alpha, size, top=False)
-        if self.constructor == "MobileNetV2":
-            return weight_files.mobilenet_v2_file(alpha, size, top=False)
-        return self.weights_file
-
-
-BACKBONES = {
-    "vgg16": Backbone("VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "resnet50": Backbone("ResNet50", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    "inceptionv3": Backbone("InceptionV3", "inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 299),
-    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", "efficientnetb0_notop.h5"),
-    "efficientnetb1": Backbone("EfficientNetB1", "efficientnet", "efficientnetb1_notop.h5", 240),
-    "efficientnetb2": Backbone("EfficientNetB2", "efficientnet", "efficientnetb2_notop.h5", 260),
-    "efficientnetb3": Backbone("EfficientNetB3", "efficientnet", "efficientnetb3_notop.h5", 300),
-    "mobilenet": Backbone("MobileNet", "mobilenet", "mobilenet_1_0_224_tf_no_top.h5", alphas=weight_files.MOBILENET_ALPHAS),
-    "mobilenetv2": Backbone("MobileNetV2", "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-                            alphas=weight_files.MOBILENET_V2_ALPHAS),
-    "densenet121": Backbone("DenseNet121", "densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-}
-MODEL_NAMES = SCRATCH + tuple(BACKBONES)
 
 
 class WeightsUnavailable(MedImageError):

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from core.augment import AugmentConfig
+from core.catalog import RECIPES
 from core.train import TrainConfig, make_config
 
-RECIPES = ("xray", "xray-scratch")
 # xray: ~2.5 min an epoch on 2 CPU cores (21 min in all) for 5,216 X-rays at 224 px; xray-scratch: 10-12 min in all (bfloat16).
 RECIPE_EPOCHS = {"xray": 10, "xray-scratch": 14}
 # Early stopping (patience 5) watches val_loss only from epoch 9: the early epochs' val_loss jumps (0.34 -> 0.59 ->

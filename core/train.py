@@ -27,12 +27,13 @@ import tensorflow as tf
 from core import multiworker_fixes
 from core.atomic import write_bytes, write_json, write_text
 from core.augment import AugmentConfig, blend_batches
+from core.catalog import SCRATCH
 from core.cluster import Role, lost_worker_message, role, scratch_copy, weights_digest
 from core.dataset_store import open_source
 from core.errors import MedImageError
 from core.external import monitor_for, predict_externals
 from core.model_card import training_procedure
-from core.models import SCRATCH, ModelConfig, build_model, head_for_classes
+from core.models import ModelConfig, build_model, head_for_classes
 from core.pipeline import PipelineConfig, cache_plan, make_dataset
 from core.runs import now_iso, read_json, read_metrics, read_status, run_rows, take_requests, write_status
 from core.splits import class_weights
@@ -353,7 +354,8 @@ def precision_for(setting: str) -> str:
 
 def weights_label(model: ModelConfig) -> str:
     """What the backbone started from, for the status and the Train page: the file with its hash check, or none."""
-    from core.models import BACKBONES, imagenet_weights_file
+    from core.catalog import BACKBONES
+    from core.models import imagenet_weights_file
     from core.weights import describe
 
     if model.name not in BACKBONES or model.weights in ("none", "", None):

@@ -5,12 +5,13 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
+from core.catalog import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES
 from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
-from core.models import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES, build_model
+from core.models import build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request, settings_that_differ
 from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset

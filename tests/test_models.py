@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
+from core.catalog import BACKBONES, MODEL_NAMES
 from core.errors import MedImageError
-from core.models import BACKBONES, MODEL_NAMES, ModelConfig, WeightsUnavailable, backbone_of, border_pixels, build_model
+from core.models import ModelConfig, WeightsUnavailable, backbone_of, border_pixels, build_model
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
