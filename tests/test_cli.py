@@ -1,4 +1,5 @@
-"""`python -m core read|scan`: exit codes and JSON output, run as a real subprocess."""
+"""`python -m core read|scan|train`: exit codes and JSON output, run as a real subprocess; the many option checks of
+`train --create-only` run in this process through the same `main`, which saves a TensorFlow start for each."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pydicom.data
+import pytest
 
 from tests.conftest import make_class_folders
 
@@ -17,6 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """`main(args)` in this process, answered like `_run`: argparse's refusals exit 2 with their message on stderr."""
+    from core.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["core", *args], code, out, err)
 
 
 def test_read_dicom_json() -> None:
@@ -50,36 +65,36 @@ def test_scan_json(tmp_path: Path) -> None:
     assert _run("scan", str(tmp_path / "nothing")).returncode == 2
 
 
-def test_train_ema_blends_cosine_and_crop_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path) -> None:
+def test_train_options_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_class_folders(tmp_path / "ds", {"a": 4, "b": 4})
     common = ("train", "--data", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--json")
-    result = _run(*common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1")
+    result = _main(capsys, *common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1")
     assert result.returncode == 0, result.stderr
     run = Path(json.loads(result.stdout)["run"])
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 3 and config["mixup"] == 0.2 and config["model"]["crop"] == 0.1
-    result = _run(*common, "--crop", "0.4")
+    result = _main(capsys, *common, "--crop", "0.4")
     assert result.returncode == 2 and "between 0 (off) and 0.3 of each side" in result.stderr
-    result = _run(*common, "--ema-epochs", "-1")
+    result = _main(capsys, *common, "--ema-epochs", "-1")
     assert result.returncode == 2 and "positive number of epochs" in result.stderr
-    result = _run(*common, "--mixup", "2")
+    result = _main(capsys, *common, "--mixup", "2")
     assert result.returncode == 2 and "between 0 (off) and 1" in result.stderr
-    result = _run(*common, "--cutmix", "1", "--cosine")
+    result = _main(capsys, *common, "--cutmix", "1", "--cosine")
     config = json.loads((Path(json.loads(result.stdout)["run"]) / "config.json").read_text())
     assert config["cutmix"] == 1.0 and config["cosine"] is True and config["mixup"] == 0.0
     runs_before = len(list((tmp_path / "runs").iterdir()))
-    result = _run(*common, "--cutmix", "1", "--mixup", "0.2")
+    result = _main(capsys, *common, "--cutmix", "1", "--mixup", "0.2")
     assert result.returncode != 0 and "Choose mixup or CutMix, not both" in result.stderr + result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == runs_before  # refused before a run folder was made
-    result = _run(*common, "--model", "mobilenetv2", "--freeze", "full", "--fine-tune-epochs", "2")
+    result = _main(capsys, *common, "--model", "mobilenetv2", "--freeze", "full", "--fine-tune-epochs", "2")
     assert result.returncode != 0 and "Fine-tuning follows feature extraction" in result.stderr + result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == runs_before
-    result = _run(*common, "--model", "mobilenetv2", "--fine-tune-epochs", "2", "--fine-tune-layers", "0")  # LP-FT
+    result = _main(capsys, *common, "--model", "mobilenetv2", "--fine-tune-epochs", "2", "--fine-tune-layers", "0")  # LP-FT
     config = json.loads((Path(json.loads(result.stdout)["run"]) / "config.json").read_text())
     assert config["fine_tune_epochs"] == 2 and config["model"]["fine_tune_layers"] == 0
     runs_before += 1
     make_class_folders(tmp_path / "three", {"a": 4, "b": 4, "c": 4})
-    result = _run("train", "--data", str(tmp_path / "three"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--mixup", "0.2")
+    result = _main(capsys, "train", "--data", str(tmp_path / "three"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--mixup", "0.2")
     assert result.returncode != 0 and "head is 'multiclass' for 3 classes" in result.stderr + result.stdout
     assert len(list((tmp_path / "runs").iterdir())) == runs_before
 
@@ -98,3 +113,12 @@ def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_thre
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["state"] == "completed" and out["epoch"] == 1 and 0 < out["threshold"] < 1
     assert (Path(out["run"]) / "rows.csv").exists()  # its own split, kept with the run
+
+
+def test_read_and_scan_answer_without_importing_keras() -> None:
+    """Keras takes about 4 s to import: a command that only reads images must not pay it."""
+    probe = "import sys; from core.cli import main; main(['read', sys.argv[1], '--json']); print('keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe, pydicom.data.get_testdata_file("CT_small.dcm")], cwd=ROOT,
+                            capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
