@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from core.dataset import DEMO, open_dataset
@@ -92,6 +94,27 @@ def test_fold_ensemble_averages_the_fold_models(tmp_path: Path) -> None:
     predictions = predict_table(run, test, "ens")
     assert np.allclose(predictions["p_PNEUMONIA"], 0.4, atol=1e-5)  # the mean of 0.2 and 0.6
     assert (predictions["predicted"] == "NORMAL").all()
+
+
+def test_summary_intervals_are_those_of_scikit_learns_metrics() -> None:
+    """binary_summary resamples with its fast metrics; the intervals are the ones scikit-learn's metrics give on the
+    same resamples."""
+    from sklearn import metrics as skm
+
+    from core import metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.25, 300), 0, 1).round(2)
+    table = pd.DataFrame({"label": np.where(y == 1, "PNEUMONIA", "NORMAL"), "p_PNEUMONIA": p})
+    summary = binary_summary(table, ["NORMAL", "PNEUMONIA"], threshold=0.45, n_boot=200)
+    for key, reference in (("accuracy", lambda a, b: skm.accuracy_score(a, b >= 0.45)), ("auc", skm.roc_auc_score),
+                           ("f1", lambda a, b: skm.f1_score(a, b >= 0.45, zero_division=0)),
+                           ("kappa", lambda a, b: skm.cohen_kappa_score(a, b >= 0.45, weights="quadratic"))):
+        _, lo, hi = metrics.bootstrap_ci(reference, y, p, n=200, seed=0)
+        assert summary[f"{key}_ci95"] == pytest.approx([lo, hi]), key
+    healthy = binary_summary(table[table["label"] == "NORMAL"], ["NORMAL", "PNEUMONIA"], threshold=0.45, n_boot=50)
+    assert np.isnan(healthy["auc"]) and np.isnan(healthy["auc_ci95"]).all() and healthy["specificity"] > 0  # one class: no AUC
 
 
 def test_multiclass_and_ordinal_summaries(tmp_path: Path) -> None:

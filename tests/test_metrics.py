@@ -66,9 +66,33 @@ def test_calibration_and_multiclass() -> None:
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
-    auc = lambda y, s: skm.roc_auc_score(y, s)  # noqa: E731
-    point, lo, hi = metrics.bootstrap_ci(auc, Y, S, n=1000, seed=1)
-    assert lo <= point <= hi and (point, lo, hi) == metrics.bootstrap_ci(auc, Y, S, n=1000, seed=1)
-    assert metrics.bootstrap_ci(auc, Y, S, n=1000, seed=2) != (point, lo, hi)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = rng.random(200) * 0.6 + 0.3 * y
+    point, lo, hi = metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=1)
+    assert lo <= point <= hi and (point, lo, hi) == metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=1)
+    assert metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=2) != (point, lo, hi)
+    assert np.isnan(metrics.bootstrap_ci(metrics.rank_auc, np.ones(5), np.linspace(0, 1, 5), n=50)[1])  # undefined: no interval
     with pytest.raises(ValueError, match="10 values but y_score has 3"):
         metrics.binary_metrics(Y, S[:3])
+
+
+def test_resampled_metrics_are_scikit_learns() -> None:
+    """The bootstrap's metrics (counts by bincount, AUC by ranks) give scikit-learn's values, ties, a class missing
+    and one class only included."""
+    rng = np.random.default_rng(3)
+    for n in (2, 7, 60, 500):
+        y = rng.integers(0, 2, n)
+        s = np.round(rng.random(n), 1)  # many ties
+        pred = (s >= 0.5).astype(int)
+        assert metrics.f1_from_confusion(metrics.confusion(y, pred, 2)) == pytest.approx(skm.f1_score(y, pred, zero_division=0))
+        if len(np.unique(y)) == 2:
+            assert metrics.rank_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s))
+        k = 4
+        y3, pred3 = rng.integers(0, k - 1, n), rng.integers(0, k - 1, n)  # class 3 never true nor predicted
+        assert (metrics.confusion(y3, pred3, k) == skm.confusion_matrix(y3, pred3, labels=list(range(k)))).all()
+        assert metrics.f1_from_confusion(metrics.confusion(y3, pred3, k), "macro") == pytest.approx(
+            skm.f1_score(y3, pred3, average="macro", zero_division=0))
+    assert metrics.f1_from_confusion(metrics.confusion([0, 0], [0, 0], 2)) == 0.0
+    with pytest.raises(ValueError, match="one class"):
+        metrics.rank_auc([1, 1, 1], [0.2, 0.5, 0.9])
