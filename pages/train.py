@@ -86,7 +86,7 @@ with st.form("train_form"):
                                       key=key("train_ema"), help=help_text("weight averaging"))
     mixup = cols[3].number_input("Mixup (alpha, 0 = off)", 0.0, 1.0, float(shown.mixup), 0.1, disabled=bool(recipe), key=key("train_mixup"),
                                  help=help_text("mixup"))
-    cols = st.columns(3)  # a backbone's phases: what trains first, then what fine-tuning adds
+    cols = st.columns(4)  # a backbone's phases: what trains first, then what fine-tuning adds, and at which LR
     freeze = cols[0].selectbox("Backbone training", FREEZE_MODES, index=FREEZE_MODES.index(shown.model.freeze), disabled=bool(recipe),
                                key=key("train_freeze"),
                                help="How much of a backbone learns: only the new last layer (feature_extraction, fast), also its last "
@@ -95,6 +95,9 @@ with st.form("train_form"):
                                             key=key("train_fine_tune_epochs"), help=help_text("fine-tuning"))
     fine_tune_layers = cols[2].number_input("Layers to fine-tune (0 = all)", 0, 1000, shown.model.fine_tune_layers, disabled=bool(recipe),
                                             key=key("train_fine_tune_layers"), help=help_text("fine-tuning"))
+    fine_tune_lr = cols[3].number_input("Fine-tuning learning rate", 1e-7, 1.0, shown.fine_tune_lr, format="%.6f", disabled=bool(recipe),
+                                        key=key("train_fine_tune_lr"), help="Usually 10x lower than the first phase's: large steps "
+                                        "would undo what the backbone learned on ImageNet.")
     cols = st.columns([2, 1, 1])
     preset = cols[0].radio("Kind of run", ["Normal", "Overfit 8 per class (sanity)", "LR sweep 0.1 / 0.01 / 0.001"],
                            horizontal=True, disabled=bool(recipe), key="train_preset",
@@ -142,7 +145,7 @@ elif submitted:
             weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
             learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
             external=external, ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix), cosine=cosine, crop=float(crop),
-            fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers),
+            fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers), fine_tune_lr=float(fine_tune_lr),
         )
         model = config.model
         chosen = load_dataset(data)  # cached: the class count says whether the images can be blended
