@@ -97,6 +97,8 @@ if cols[0].button("Predict" if predictions is None else "Predict again", type="p
                   key="predict_go"):  # a key: the label changing must not remount what follows (the open tab)
     (run / f"predictions-{name}.csv").unlink(missing_ok=True)
     predictions = ensure_predictions(run, primary)
+    if predictions is not None:
+        st.rerun()  # drawn from the stored table, with the button now saying "Predict again"
 if predictions is None:
     st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in the run folder.")
     st.stop()

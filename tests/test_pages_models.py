@@ -58,6 +58,7 @@ def test_evaluate_predicts_tunes_and_saves_a_threshold(models_dir: Path) -> None
     assert not at.exception and not at.error
     assert (run / "predictions-test.csv").exists()
     assert {m.label for m in at.metric} >= {"Accuracy", "Sensitivity", "Specificity", "AUC"}
+    assert any(b.label == "Predict again" for b in at.button)  # the button says what it does now
     _button(at, "Youden (validation)").click().run()  # no validation predictions yet: a message, not a guess
     assert any("validation split first" in w.value for w in at.warning)
     at.radio(key="eval_target").set_value("validation split").run()
