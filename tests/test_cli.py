@@ -115,10 +115,12 @@ def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_thre
     assert (Path(out["run"]) / "rows.csv").exists()  # its own split, kept with the run
 
 
-def test_read_and_scan_answer_without_importing_keras() -> None:
+def test_read_and_scan_answer_without_importing_keras(tmp_path: Path) -> None:
     """Keras takes about 4 s to import: a command that only reads images must not pay it."""
-    probe = "import sys; from core.cli import main; main(['read', sys.argv[1], '--json']); print('keras' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", probe, pydicom.data.get_testdata_file("CT_small.dcm")], cwd=ROOT,
+    make_class_folders(tmp_path / "ds", {"a": 2, "b": 2})
+    probe = ("import sys; from core.cli import main; main(['read', sys.argv[1], '--json']); main(['scan', sys.argv[2], '--json']); "
+             "print('keras' in sys.modules or 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe, pydicom.data.get_testdata_file("CT_small.dcm"), str(tmp_path / "ds")], cwd=ROOT,
                             capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
