@@ -138,7 +138,7 @@ def test_two_phase_transfer_job_unfreezes_after_feature_extraction(tmp_path: Pat
     from core.runs import create_run, read_json, read_metrics, read_status
     from core.train import make_config, run_job
 
-    config = make_config("demo", "mobilenetv2", image_size=32, epochs=1, batch_size=32, weights="none", alpha=0.35,
+    config = make_config("demo", "mobilenet", image_size=32, epochs=1, batch_size=32, weights="none", alpha=0.25,
                          fine_tune_layers=layers, tensorboard=False)
     config = replace(config, fine_tune_epochs=1, fine_tune_lr=1e-4, early_stopping_patience=0, reduce_lr_patience=0)
     run = create_run(config.to_dict(), tmp_path)
