@@ -63,7 +63,7 @@ def _mix_strength(text: str) -> float:
 
 
 def _border_share(text: str) -> float:
-    """--crop's value: the share of each side cut away, 0 (off) up to core.models.MAX_CROP."""
+    """--crop's value: the share of each side cut away, 0 (off) up to core.catalog.MAX_CROP."""
     from core.catalog import MAX_CROP
 
     value = float(text)

@@ -169,7 +169,7 @@ def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: flo
     summary["confusion_matrix"] = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1]).tolist()
     summary["kappa"] = metrics.quadratic_kappa(y, (p >= threshold).astype(int), 2).kappa
     # the resampled metrics are computed from counts and ranks (metrics.confusion, rank_auc): the same values as
-    # scikit-learn's, without its input checks on each of the n_boot resamples (about 6 s a summary before, 0.2 s now)
+    # scikit-learn's, without its input checks on each of the n_boot resamples (624 predictions: 5.2 s before, 0.3 s now)
     for key, fn in (
         ("accuracy", lambda a, b: np.mean(a == (b >= threshold))),
         ("auc", metrics.rank_auc),

@@ -72,6 +72,9 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     """Counts of (true, predicted) class indices, rows true: scikit-learn's confusion_matrix without its input checks,
     which are most of the time of the 1,000 resamples behind every bootstrap interval."""
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
+    values = np.concatenate([y_true, y_pred])
+    if values.size and (values.min() < 0 or values.max() >= n_classes):
+        raise ValueError(f"Class indices must be 0 to {n_classes - 1}.")  # else bincount would count them in another cell
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 

@@ -94,5 +94,7 @@ def test_resampled_metrics_are_scikit_learns() -> None:
         assert metrics.f1_from_confusion(metrics.confusion(y3, pred3, k), "macro") == pytest.approx(
             skm.f1_score(y3, pred3, average="macro", zero_division=0))
     assert metrics.f1_from_confusion(metrics.confusion([0, 0], [0, 0], 2)) == 0.0
+    with pytest.raises(ValueError, match="0 to 1"):
+        metrics.confusion([0, 1], [0, 2], 2)  # not silently counted in another cell
     with pytest.raises(ValueError, match="one class"):
         metrics.rank_auc([1, 1, 1], [0.2, 0.5, 0.9])
