@@ -110,6 +110,15 @@ def cached_summary(run_path: str, pred_name: str, mtime: float, threshold: float
     return summarize(Path(run_path), load_predictions(Path(run_path), pred_name), n_boot=1000, threshold=threshold)
 
 
+@st.cache_data(show_spinner="Computing the Grad-CAM...", max_entries=32)
+def gallery_cam(model_key: str, _predictor, path: str, class_index: int) -> tuple[np.ndarray, str]:
+    """The gallery's overlay for one image, kept per model (its key changes when a new checkpoint loads): the threshold
+    slider and every other widget rerun the page, and the map does not change with them."""
+    pixels = read_image(path).pixels
+    cam = explainer_for(_predictor).explain(_predictor.prepare(pixels)[None], class_index=class_index)
+    return overlay(pixels, cam.heatmaps[0], 0.4), cam.layer
+
+
 def summary_for(folder: Path, threshold: float | None = None):
     path = folder / f"predictions-{name}.csv"
     return cached_summary(str(folder), name, path.stat().st_mtime, threshold)
@@ -222,14 +231,15 @@ with tabs[4]:
                 grid[i % 6].warning(f"{Path(row.path).name}: unreadable")
             else:
                 grid[i % 6].image(image, caption=caption, width="stretch")
-        chosen = st.selectbox("Grad-CAM for", wrong["path"].head(24).tolist(), format_func=lambda s: Path(s).name, key="eval_cam")
+        # on request: loading the model and tracing its gradients takes seconds, which every first view used to wait for
+        chosen = st.selectbox("Grad-CAM for", wrong["path"].head(24).tolist(), index=None, format_func=lambda s: Path(s).name,
+                              placeholder="Choose an image to see where the model looked", key="eval_cam")
         if chosen:
             try:
                 predictor = predictor_for(str(run))
-                pixels = read_image(chosen).pixels
                 index = classes.index(wrong.set_index("path").loc[chosen, "predicted"]) if head != "ordinal" else 0
-                cam = explainer_for(predictor).explain(predictor.prepare(pixels)[None], class_index=index)
-                st.image(overlay(pixels, cam.heatmaps[0], 0.4), caption=f"Grad-CAM for the predicted class ({cam.layer})", width=360)
+                image, layer = gallery_cam(f"{predictor.name}-{id(predictor.model)}", predictor, chosen, index)
+                st.image(image, caption=f"Grad-CAM for the predicted class ({layer})", width=360)
             except (MedImageError, ValueError) as exc:
                 st.warning(f"No Grad-CAM for this image: {exc}")
 with tabs[5]:

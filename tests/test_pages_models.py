@@ -59,6 +59,13 @@ def test_evaluate_predicts_tunes_and_saves_a_threshold(models_dir: Path) -> None
     assert (run / "predictions-test.csv").exists()
     assert {m.label for m in at.metric} >= {"Accuracy", "Sensitivity", "Specificity", "AUC"}
     assert any(b.label == "Predict again" for b in at.button)  # the button says what it does now
+    # the misclassified gallery explains an image once one is chosen, not on every first view (the model load and its
+    # gradient graph took most of that view's seconds)
+    at.slider(key=f"eval_threshold_{run.name}").set_value(0.999).run()  # every PNEUMONIA image is then a mistake
+    cams = lambda: [i for i in at.get("image") if "Grad-CAM for the predicted class" in str(i.proto)]  # noqa: E731
+    assert at.selectbox(key="eval_cam").value is None and not cams()
+    at.selectbox(key="eval_cam").set_value(at.selectbox(key="eval_cam").options[0]).run()
+    assert not at.exception and len(cams()) == 1
     _button(at, "Youden (validation)").click().run()  # no validation predictions yet: a message, not a guess
     assert any("validation split first" in w.value for w in at.warning)
     at.radio(key="eval_target").set_value("validation split").run()
