@@ -140,9 +140,14 @@ def _explainer(key: str, _model, layer: str | None, method: str):
     return METHODS[method](_model, layer)
 
 
+def model_key(predictor) -> str:
+    """A cache key for the loaded model: a new checkpoint loads a new model object, and so gets a new key."""
+    return f"{predictor.name}-{id(predictor.model)}"
+
+
 def explainer_for(predictor, layer: str | None = None, method: str = "Grad-CAM"):
     """A Grad-CAM explainer per model, layer and method, built once (it compiles a tf.function)."""
-    return _explainer(f"{predictor.name}-{id(predictor.model)}", predictor.model, layer, method)
+    return _explainer(model_key(predictor), predictor.model, layer, method)
 
 
 @st.cache_resource(show_spinner="Loading TensorFlow...")

@@ -18,7 +18,7 @@ from core.image_reader import read_image
 from core.models import ModelConfig
 from core.report import build_report
 from core.runs import list_runs, over_seeds, read_json, read_status, run_rows, settings_that_differ
-from pages.common import explainer_for, load_dataset, predictor_for, runs_with_models, thumbnail
+from pages.common import explainer_for, load_dataset, model_key, predictor_for, runs_with_models, thumbnail
 
 st.title("Evaluate")
 runs = runs_with_models(list_runs())
@@ -238,7 +238,7 @@ with tabs[4]:
             try:
                 predictor = predictor_for(str(run))
                 index = classes.index(wrong.set_index("path").loc[chosen, "predicted"]) if head != "ordinal" else 0
-                image, layer = gallery_cam(f"{predictor.name}-{id(predictor.model)}", predictor, chosen, index)
+                image, layer = gallery_cam(model_key(predictor), predictor, chosen, index)
                 st.image(image, caption=f"Grad-CAM for the predicted class ({layer})", width=360)
             except (MedImageError, ValueError) as exc:
                 st.warning(f"No Grad-CAM for this image: {exc}")
