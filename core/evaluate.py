@@ -168,16 +168,19 @@ def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: flo
     summary = metrics.binary_metrics(y, p, threshold)
     summary["confusion_matrix"] = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1]).tolist()
     summary["kappa"] = metrics.quadratic_kappa(y, (p >= threshold).astype(int), 2).kappa
-    # the resampled metrics are computed from counts and ranks (metrics.confusion, rank_auc): the same values as
-    # scikit-learn's, without its input checks on each of the n_boot resamples (624 predictions: 5.2 s before, 0.3 s now)
-    for key, fn in (
-        ("accuracy", lambda a, b: np.mean(a == (b >= threshold))),
-        ("auc", metrics.rank_auc),
-        ("f1", lambda a, b: metrics.f1_from_confusion(metrics.confusion(a, b >= threshold, 2))),
-        ("kappa", lambda a, b: metrics.quadratic_kappa(a, b >= threshold, 2).kappa),
-    ):
-        _, lo, hi = metrics.bootstrap_ci(fn, y, p, n=n_boot, seed=0)
-        summary[f"{key}_ci95"] = [lo, hi]
+    # every resample is a set of case weights (how often each case was drawn), and its metrics come from a weighted
+    # confusion matrix and a once-sorted AUC: scikit-learn's values without its input checks or a copy of the cases
+    # (624 predictions: 5.2 s with scikit-learn per resample, 0.3 s by ranks, now less; 100,000: 64 s, 13.5 s, now less)
+    predicted = (p >= threshold).astype(int)
+    auc = metrics.auc_by_weights(y, p)
+
+    def resample(counts: np.ndarray) -> dict[str, float]:
+        matrix = metrics.confusion(y, predicted, 2, weights=counts)
+        return {"accuracy": float(np.trace(matrix) / matrix.sum()), "auc": auc(counts), "f1": metrics.f1_from_confusion(matrix),
+                "kappa": metrics.kappa_from_confusion(matrix).kappa}
+
+    for key, interval in metrics.bootstrap_intervals(resample, len(y), n=n_boot, seed=0).items():
+        summary[f"{key}_ci95"] = list(interval)
     summary["ece"] = metrics.calibration(y, p)[0]
     summary["n"] = int(len(y))
     return summary
@@ -194,11 +197,15 @@ def multiclass_summary(predictions: pd.DataFrame, classes: list[str], n_boot: in
     kappa = metrics.quadratic_kappa(y, y_pred, len(classes))
     summary.update(observed=kappa.observed.tolist(), expected=kappa.expected.tolist(), weights=kappa.weights.tolist())
     k = len(classes)
-    for key, fn in (("accuracy", lambda a, b: np.mean(a == b)),
-                    ("f1_macro", lambda a, b: metrics.f1_from_confusion(metrics.confusion(a, b, k), "macro")),
-                    ("kappa", lambda a, b: metrics.quadratic_kappa(a, b, k).kappa)):
-        point, lo, hi = metrics.bootstrap_ci(fn, y, y_pred, n=n_boot, seed=0)
-        summary[key], summary[f"{key}_ci95"] = point, [lo, hi]
+
+    def resample(counts: np.ndarray) -> dict[str, float]:
+        matrix = metrics.confusion(y, y_pred, k, weights=counts)
+        return {"accuracy": float(np.trace(matrix) / matrix.sum()), "f1_macro": metrics.f1_from_confusion(matrix, "macro"),
+                "kappa": metrics.kappa_from_confusion(matrix).kappa}
+
+    summary.update(resample(np.ones(len(y))))
+    for key, interval in metrics.bootstrap_intervals(resample, len(y), n=n_boot, seed=0).items():
+        summary[f"{key}_ci95"] = list(interval)
     summary["n"] = int(len(y))
     return summary
 

@@ -7,13 +7,12 @@ page shows is computed here from the stored predictions table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 
@@ -68,14 +67,16 @@ def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
     return float(np.clip(thresholds[ok[0]], 0.0, 1.0)) if len(ok) else 0.0
 
 
-def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
+def confusion(y_true, y_pred, n_classes: int, weights=None) -> np.ndarray:
     """Counts of (true, predicted) class indices, rows true: scikit-learn's confusion_matrix without its input checks,
-    which are most of the time of the 1,000 resamples behind every bootstrap interval."""
+    which were most of the time of the 1,000 resamples behind every bootstrap interval. With `weights` (a resample's
+    multiplicities) each case counts that many times, so a resample needs no copy of the cases."""
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     values = np.concatenate([y_true, y_pred])
     if values.size and (values.min() < 0 or values.max() >= n_classes):
         raise ValueError(f"Class indices must be 0 to {n_classes - 1}.")  # else bincount would count them in another cell
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    cells = np.bincount(y_true * n_classes + y_pred, weights=weights, minlength=n_classes * n_classes)
+    return cells.reshape(n_classes, n_classes)
 
 
 def f1_from_confusion(matrix: np.ndarray, average: str = "binary") -> float:
@@ -87,17 +88,28 @@ def f1_from_confusion(matrix: np.ndarray, average: str = "binary") -> float:
     return float(f1[1] if average == "binary" else f1[denominator > 0].mean())
 
 
-def rank_auc(y_true, y_score) -> float:
-    """ROC AUC as the Mann-Whitney statistic over average ranks (ties count half): the value of roc_auc_score, at a
-    thirtieth of its cost per call. Raises ValueError when only one class is present (undefined: the bootstrap skips
-    such resamples)."""
-    y_true = np.asarray(y_true).astype(bool)
-    positives = int(y_true.sum())
-    negatives = len(y_true) - positives
-    if not positives or not negatives:
-        raise ValueError("Only one class present in y_true: ROC AUC is not defined.")
-    ranks = rankdata(np.asarray(y_score, float))
-    return float((ranks[y_true].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+def auc_by_weights(y_true, y_score) -> Callable[[np.ndarray], float]:
+    """ROC AUC of these cases under any case weights, e.g. a bootstrap resample's multiplicities; nan where a class
+    weighs nothing. The scores are sorted once: each call is two bincounts and a cumulative sum, O(n), where ranking
+    every resample is O(n log n) (100,000 predictions: about 13 s of a summary's 1,000 resamples).
+
+    The Mann-Whitney form over tied groups: AUC = sum over distinct scores of W+(score) * (W-(below) + W-(score) / 2)
+    / (W+ * W-), ties counting half, which is roc_auc_score's value."""
+    positive = np.asarray(y_true).astype(bool)
+    groups = np.unique(np.asarray(y_score, float), return_inverse=True)[1].ravel()
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    pos_groups, neg_groups = groups[positive], groups[~positive]
+
+    def auc(weights: np.ndarray) -> float:
+        w_pos = np.bincount(pos_groups, weights=weights[positive], minlength=n_groups)
+        w_neg = np.bincount(neg_groups, weights=weights[~positive], minlength=n_groups)
+        total_pos, total_neg = w_pos.sum(), w_neg.sum()
+        if not total_pos or not total_neg:
+            return float("nan")
+        below = np.cumsum(w_neg) - w_neg
+        return float(w_pos @ (below + 0.5 * w_neg) / (total_pos * total_neg))
+
+    return auc
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,13 @@ def quadratic_kappa(y_true, y_pred, n_classes: int | None = None) -> Kappa:
     """kappa = 1 - sum(W*O) / sum(W*E), W[i,j] = (i-j)^2 / (k-1)^2, E = outer(row, col totals) / n."""
     y_true, y_pred = np.asarray(y_true, int), np.asarray(y_pred, int)
     k = n_classes or int(max(y_true.max(), y_pred.max()) + 1)
-    observed = confusion(y_true, y_pred, k).astype(float)
+    return kappa_from_confusion(confusion(y_true, y_pred, k))
+
+
+def kappa_from_confusion(matrix: np.ndarray) -> Kappa:
+    """Quadratic weighted kappa of a (true x predicted) count matrix, weighted counts included."""
+    observed = np.asarray(matrix, float)
+    k = len(observed)
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
     idx = np.arange(k)
     weights = (idx[:, None] - idx[None, :]) ** 2 / max((k - 1) ** 2, 1)
@@ -175,30 +193,29 @@ def multiclass_metrics(y_true, probabilities, labels: list[str]) -> dict[str, ob
     }
 
 
-def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float], y_true, y_score, n: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """(point estimate, lower, upper): percentile bootstrap over cases, seeded; resamples where the
-    metric is undefined (e.g. one class only for AUC) are skipped, and so is the estimate itself (nan)."""
-    y_true, y_score = np.asarray(y_true), np.asarray(y_score)
-    try:
-        point = float(metric(y_true, y_score))
-    except ValueError:
-        point = float("nan")
+def resample_counts(n_cases: int, n: int = 1000, seed: int = 0) -> Iterator[np.ndarray]:
+    """The percentile bootstrap's n resamples of n_cases cases (drawn with replacement, seeded), each as how many times
+    every case was drawn: metrics weigh the cases by it instead of copying them."""
     rng = np.random.default_rng(seed)
-    values = []
     for _ in range(n):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        try:
-            value = float(metric(y_true[idx], y_score[idx]))
-        except ValueError:
-            continue
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return point, float("nan"), float("nan")
-    lo, hi = np.percentile(values, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return point, float(lo), float(hi)
+        yield np.bincount(rng.integers(0, n_cases, n_cases), minlength=n_cases)
+
+
+def bootstrap_intervals(
+    statistics: Callable[[np.ndarray], dict[str, float]], n_cases: int, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """(lower, upper) percentile interval of every statistic, all over the same resamples (`resample_counts`);
+    `statistics` maps a resample's case weights to named values. A resample where a value is undefined (nan, e.g. AUC
+    with one class drawn) is skipped for that value; one never defined gets (nan, nan)."""
+    values: dict[str, list[float]] = {}
+    for counts in resample_counts(n_cases, n, seed):
+        for key, value in statistics(counts).items():
+            values.setdefault(key, [])
+            if np.isfinite(value):
+                values[key].append(value)
+    quantiles = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    return {key: tuple(float(v) for v in np.percentile(found, quantiles)) if found else (float("nan"), float("nan"))
+            for key, found in values.items()}
 
 
 def threshold_table(y_true, y_score, n: int = 101) -> pd.DataFrame:

@@ -111,10 +111,33 @@ def test_summary_intervals_are_those_of_scikit_learns_metrics() -> None:
     for key, reference in (("accuracy", lambda a, b: skm.accuracy_score(a, b >= 0.45)), ("auc", skm.roc_auc_score),
                            ("f1", lambda a, b: skm.f1_score(a, b >= 0.45, zero_division=0)),
                            ("kappa", lambda a, b: skm.cohen_kappa_score(a, b >= 0.45, weights="quadratic"))):
-        _, lo, hi = metrics.bootstrap_ci(reference, y, p, n=200, seed=0)
-        assert summary[f"{key}_ci95"] == pytest.approx([lo, hi]), key
+        values = [reference(y[drawn], p[drawn]) for counts in metrics.resample_counts(300, n=200, seed=0)
+                  for drawn in [np.repeat(np.arange(300), counts)]]
+        assert summary[f"{key}_ci95"] == pytest.approx(list(np.percentile(values, [2.5, 97.5]))), key
     healthy = binary_summary(table[table["label"] == "NORMAL"], ["NORMAL", "PNEUMONIA"], threshold=0.45, n_boot=50)
     assert np.isnan(healthy["auc"]) and np.isnan(healthy["auc_ci95"]).all() and healthy["specificity"] > 0  # one class: no AUC
+
+
+def test_multiclass_summary_intervals_are_those_of_scikit_learns_metrics() -> None:
+    from sklearn import metrics as skm
+
+    from core import metrics
+    from core.evaluate import multiclass_summary
+
+    rng = np.random.default_rng(1)
+    classes = ["a", "b", "c", "d"]
+    y = rng.integers(0, 4, 250)
+    probabilities = rng.dirichlet(np.ones(4), 250) + 0.6 * np.eye(4)[y] * (rng.random(250) < 0.7)[:, None]
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    table = pd.DataFrame({"label": np.array(classes)[y], **{f"p_{c}": probabilities[:, i] for i, c in enumerate(classes)}})
+    summary = multiclass_summary(table, classes, n_boot=150)
+    pred = probabilities.argmax(axis=1)
+    for key, reference in (("accuracy", skm.accuracy_score), ("f1_macro", lambda a, b: skm.f1_score(a, b, average="macro", zero_division=0)),
+                           ("kappa", lambda a, b: skm.cohen_kappa_score(a, b, weights="quadratic"))):
+        assert summary[key] == pytest.approx(reference(y, pred)), key
+        values = [reference(y[drawn], pred[drawn]) for counts in metrics.resample_counts(250, n=150, seed=0)
+                  for drawn in [np.repeat(np.arange(250), counts)]]
+        assert summary[f"{key}_ci95"] == pytest.approx(list(np.percentile(values, [2.5, 97.5]))), key
 
 
 def test_multiclass_and_ordinal_summaries(tmp_path: Path) -> None:

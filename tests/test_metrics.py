@@ -69,16 +69,23 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     s = rng.random(200) * 0.6 + 0.3 * y
-    point, lo, hi = metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=1)
-    assert lo <= point <= hi and (point, lo, hi) == metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=1)
-    assert metrics.bootstrap_ci(metrics.rank_auc, y, s, n=1000, seed=2) != (point, lo, hi)
-    assert np.isnan(metrics.bootstrap_ci(metrics.rank_auc, np.ones(5), np.linspace(0, 1, 5), n=50)[1])  # undefined: no interval
+    auc = metrics.auc_by_weights(y, s)
+    point = auc(np.ones(200))
+    lo, hi = metrics.bootstrap_intervals(lambda w: {"auc": auc(w)}, 200, n=1000, seed=1)["auc"]
+    assert lo <= point <= hi and (lo, hi) == metrics.bootstrap_intervals(lambda w: {"auc": auc(w)}, 200, n=1000, seed=1)["auc"]
+    assert metrics.bootstrap_intervals(lambda w: {"auc": auc(w)}, 200, n=1000, seed=2)["auc"] != (lo, hi)
+    one_class = metrics.auc_by_weights(np.ones(5), np.linspace(0, 1, 5))
+    assert np.isnan(metrics.bootstrap_intervals(lambda w: {"auc": one_class(w)}, 5, n=50)["auc"]).all()  # undefined: no interval
+    draws = list(metrics.resample_counts(7, n=3, seed=0))
+    assert all(d.sum() == 7 and len(d) == 7 for d in draws)
+    rng = np.random.default_rng(0)
+    assert (draws[0] == np.bincount(rng.integers(0, 7, 7), minlength=7)).all()  # the draws of indices, counted
     with pytest.raises(ValueError, match="10 values but y_score has 3"):
         metrics.binary_metrics(Y, S[:3])
 
 
 def test_resampled_metrics_are_scikit_learns() -> None:
-    """The bootstrap's metrics (counts by bincount, AUC by ranks) give scikit-learn's values, ties, a class missing
+    """The bootstrap's metrics (weighted counts by bincount, AUC over tied groups) give scikit-learn's values, ties, a class missing
     and one class only included."""
     rng = np.random.default_rng(3)
     for n in (2, 7, 60, 500):
@@ -87,14 +94,25 @@ def test_resampled_metrics_are_scikit_learns() -> None:
         pred = (s >= 0.5).astype(int)
         assert metrics.f1_from_confusion(metrics.confusion(y, pred, 2)) == pytest.approx(skm.f1_score(y, pred, zero_division=0))
         if len(np.unique(y)) == 2:
-            assert metrics.rank_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s))
+            assert metrics.auc_by_weights(y, s)(np.ones(n)) == pytest.approx(skm.roc_auc_score(y, s))
         k = 4
         y3, pred3 = rng.integers(0, k - 1, n), rng.integers(0, k - 1, n)  # class 3 never true nor predicted
         assert (metrics.confusion(y3, pred3, k) == skm.confusion_matrix(y3, pred3, labels=list(range(k)))).all()
         assert metrics.f1_from_confusion(metrics.confusion(y3, pred3, k), "macro") == pytest.approx(
             skm.f1_score(y3, pred3, average="macro", zero_division=0))
     assert metrics.f1_from_confusion(metrics.confusion([0, 0], [0, 0], 2)) == 0.0
+    # weighted by a resample's multiplicities = computed on the resampled cases themselves
+    for n in (5, 60, 500):
+        y, s = rng.integers(0, 2, n), np.round(rng.random(n), 1)
+        pred = (s >= 0.5).astype(int)
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        drawn = np.repeat(np.arange(n), counts)
+        assert (metrics.confusion(y, pred, 2, weights=counts) == skm.confusion_matrix(y[drawn], pred[drawn], labels=[0, 1])).all()
+        assert metrics.kappa_from_confusion(metrics.confusion(y, pred, 2, weights=counts)).kappa == pytest.approx(
+            skm.cohen_kappa_score(y[drawn], pred[drawn], weights="quadratic"))
+        if len(np.unique(y[drawn])) == 2:
+            assert metrics.auc_by_weights(y, s)(counts) == pytest.approx(skm.roc_auc_score(y[drawn], s[drawn]))
+    assert np.isnan(metrics.auc_by_weights([0, 1, 1], [0.1, 0.5, 0.9])(np.array([0, 1, 2])))  # no negative drawn
     with pytest.raises(ValueError, match="0 to 1"):
         metrics.confusion([0, 1], [0, 2], 2)  # not silently counted in another cell
-    with pytest.raises(ValueError, match="one class"):
-        metrics.rank_auc([1, 1, 1], [0.2, 0.5, 0.9])
+    assert np.isnan(metrics.auc_by_weights([1, 1, 1], [0.2, 0.5, 0.9])(np.ones(3)))  # one class: undefined
