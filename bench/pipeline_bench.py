@@ -117,7 +117,7 @@ def main() -> int:
             keras.mixed_precision.set_global_policy(policy)
             keras.utils.set_random_seed(0)
             model = build_model(model_config)
-            _compile(model, train_config)
+            _compile(model, train_config, steps)
             start = time.perf_counter()
             model.fit(data, epochs=1, verbose=0, **kw)
             return time.perf_counter() - start
@@ -125,7 +125,7 @@ def main() -> int:
         it = legacy()
         naive_fit = epoch((batch for batch in it), steps_per_epoch=steps)  # the seeds: float32
         ours_fp32 = epoch(make_dataset(table, classes, config, augment, shuffle=True))
-        policy = precision_for("auto")  # what a job on this machine uses
+        policy = precision_for("auto", "smallnet")  # what a SmallNet job on this machine uses
         ours_fit = epoch(make_dataset(table, classes, config, augment, shuffle=True), policy)
         print(f"{'SmallNet epoch, ImageDataGenerator + fit':48s} {naive_fit:7.1f} s")
         print(f"{'SmallNet epoch, core.pipeline + fit, float32':48s} {ours_fp32:7.1f} s  {naive_fit / ours_fp32:5.1f}x")
