@@ -24,6 +24,7 @@ class Backbone:
     weights_file: str  # the no-top ImageNet weights file Keras downloads into ~/.keras/models (alpha 1.0, 224 px)
     default_size: int = 224
     alphas: tuple[float, ...] = ()  # width multipliers with ImageNet weights (MobileNets); () = no alpha
+    depthwise: bool = False  # built of depthwise convolutions (MobileNets, EfficientNets): see device_info.precision_policy
 
     def file_for(self, alpha: float = 1.0, size: int = 224) -> str:
         """The official no-top weights file for this width and input size."""
@@ -38,13 +39,14 @@ BACKBONES = {
     "vgg16": Backbone("VGG16", "vgg16", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "resnet50": Backbone("ResNet50", "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "inceptionv3": Backbone("InceptionV3", "inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 299),
-    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", "efficientnetb0_notop.h5"),
-    "efficientnetb1": Backbone("EfficientNetB1", "efficientnet", "efficientnetb1_notop.h5", 240),
-    "efficientnetb2": Backbone("EfficientNetB2", "efficientnet", "efficientnetb2_notop.h5", 260),
-    "efficientnetb3": Backbone("EfficientNetB3", "efficientnet", "efficientnetb3_notop.h5", 300),
-    "mobilenet": Backbone("MobileNet", "mobilenet", "mobilenet_1_0_224_tf_no_top.h5", alphas=weight_files.MOBILENET_ALPHAS),
+    "efficientnetb0": Backbone("EfficientNetB0", "efficientnet", "efficientnetb0_notop.h5", depthwise=True),
+    "efficientnetb1": Backbone("EfficientNetB1", "efficientnet", "efficientnetb1_notop.h5", 240, depthwise=True),
+    "efficientnetb2": Backbone("EfficientNetB2", "efficientnet", "efficientnetb2_notop.h5", 260, depthwise=True),
+    "efficientnetb3": Backbone("EfficientNetB3", "efficientnet", "efficientnetb3_notop.h5", 300, depthwise=True),
+    "mobilenet": Backbone("MobileNet", "mobilenet", "mobilenet_1_0_224_tf_no_top.h5", alphas=weight_files.MOBILENET_ALPHAS,
+                          depthwise=True),
     "mobilenetv2": Backbone("MobileNetV2", "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-                            alphas=weight_files.MOBILENET_V2_ALPHAS),
+                            alphas=weight_files.MOBILENET_V2_ALPHAS, depthwise=True),
     "densenet121": Backbone("DenseNet121", "densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"),
 }
 MODEL_NAMES = SCRATCH + tuple(BACKBONES)

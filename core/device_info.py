@@ -28,13 +28,22 @@ def cpu_bf16(cpuinfo: str | None = None) -> bool:
     return False
 
 
-def precision_policy(gpus: list[dict[str, Any]], bf16_cpu: bool) -> str:
+def precision_policy(gpus: list[dict[str, Any]], bf16_cpu: bool, model: str | None = None) -> str:
     """The Keras dtype policy training uses on "auto": float16 compute on GPUs with tensor cores
     (compute capability 7.0+), bfloat16 on a CPU-only machine whose CPU has native bfloat16, else float32.
-    Variables and the output layer stay float32 either way."""
+    Variables and the output layer stay float32 either way.
+
+    On such a CPU a network of depthwise convolutions (MobileNets, EfficientNets) stays float32: TensorFlow computes
+    those slower in bfloat16 than in float32 there (bench/precision_bench.py: a MobileNetV2 training step 0.60x, an
+    EfficientNetB0 step 0.82x, against ResNet50 1.72x and SmallNet 1.77x), so bfloat16 would cost both time and
+    precision. `model` is the catalog name of the network to train; None: the machine's default for other networks."""
+    from core.catalog import BACKBONES
+
     if gpus:
         return "mixed_float16" if any((g["compute_capability"] or (0, 0)) >= (7, 0) for g in gpus) else "float32"
-    return "mixed_bfloat16" if bf16_cpu else "float32"
+    if not bf16_cpu or (model in BACKBONES and BACKBONES[model].depthwise):
+        return "float32"
+    return "mixed_bfloat16"
 
 
 def _version(distribution: str) -> str:

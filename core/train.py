@@ -64,7 +64,7 @@ class TrainConfig:
     monitor: str = "val_loss"  # best checkpoint on val_loss (min) or val_auc (max)
     batch_log_every: int = 10
     seed: int = 0
-    mixed_precision: str = "auto"  # "auto" (device_info.precision_policy), "on" (float16 on a GPU, else bfloat16), "off"
+    mixed_precision: str = "auto"  # "auto" (device_info.precision_policy, per network), "on" (float16 on a GPU, else bfloat16), "off"
     label_smoothing: float = 0.0  # binary head only: targets 0/1 become s/2 and 1 - s/2
     tta: bool = False  # predictions (threshold tuning, Evaluate, Predict) average the image and its mirror
     tune_threshold: bool = False  # binary head: Youden threshold on the validation split at the end, saved in status
@@ -340,16 +340,17 @@ def averaged_weights_swap(resumed: bool) -> keras.callbacks.SwapEMAWeights:
     return swap
 
 
-def precision_for(setting: str) -> str:
-    """The dtype policy for a run's `mixed_precision` setting on this machine."""
-    from core.device_info import device_summary
+def precision_for(setting: str, model: str | None = None) -> str:
+    """The dtype policy for a run's `mixed_precision` setting on this machine, for the named network ("auto" keeps
+    depthwise networks in float32 on CPUs, where bfloat16 slows them: device_info.precision_policy)."""
+    from core.device_info import device_summary, precision_policy
 
     if setting == "off":
         return "float32"
     device = device_summary()
     if setting == "on":
         return "mixed_float16" if device["gpus"] else "mixed_bfloat16"
-    return device["precision"]
+    return precision_policy(device["gpus"], device["cpu_bf16"], model)
 
 
 def weights_label(model: ModelConfig) -> str:
@@ -431,7 +432,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         config = TrainConfig.from_dict(read_json(run / "config.json"))
         check_phases(config)  # a hand-edited config.json too
         keras.utils.set_random_seed(config.seed)
-        policy = precision_for(config.mixed_precision)
+        policy = precision_for(config.mixed_precision, config.model.name)
         keras.mixed_precision.set_global_policy(policy)  # models built below take it; restored when the job ends
         dataset = open_source(config.data)
         classes = dataset.classes

@@ -8,6 +8,7 @@ from core import jobs
 from core.catalog import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES
 from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
+from core.device_info import precision_policy
 from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
@@ -106,9 +107,11 @@ with st.form("train_form"):
     folds = cols[1].number_input("Cross-validation folds (0 = off)", 0, 10, 0, disabled=bool(recipe), key="train_folds",
                             help="Train K models, each tested on a different K-th of the images, for a more reliable score on small datasets.")
     precision = cols[2].selectbox(
-        "Precision", list(PRECISIONS), format_func=lambda p: PRECISIONS[p].format(auto=device()["precision"]), key="train_precision",
+        "Precision", list(PRECISIONS), key="train_precision",
+        format_func=lambda p: PRECISIONS[p].format(auto=precision_policy(device()["gpus"], device()["cpu_bf16"], model_name)),
         help="Mixed precision computes in 16 bits and keeps the weights in float32: float16 on a GPU with tensor cores, "
-             "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine does well.",
+             "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine "
+             "does well for the chosen network: on a CPU, MobileNets and EfficientNets stay float32, which is faster for them.",
     )
     external_text = st.text_area(
         "External sets to watch (one folder per line, monitor only)", key="train_external", height=68,

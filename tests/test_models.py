@@ -142,6 +142,11 @@ def test_precision_policy_follows_the_hardware() -> None:
     assert cpu_bf16(zen4) and cpu_bf16(sapphire) and not cpu_bf16(skylake) and not cpu_bf16("")
     assert precision_policy([], True) == "mixed_bfloat16"
     assert precision_policy([], False) == "float32"
+    # on a bfloat16 CPU, networks of depthwise convolutions stay float32 (bfloat16 slows them there); the rest gain
+    assert precision_policy([], True, "resnet50") == precision_policy([], True, "xraynet") == "mixed_bfloat16"
+    for depthwise in ("mobilenet", "mobilenetv2", "efficientnetb0", "efficientnetb3"):
+        assert precision_policy([], True, depthwise) == "float32", depthwise
     v100, k80 = {"name": "V100", "compute_capability": (7, 0)}, {"name": "K80", "compute_capability": (3, 7)}
     assert precision_policy([v100], True) == "mixed_float16"  # a GPU decides, whatever the CPU
+    assert precision_policy([v100], True, "mobilenetv2") == "mixed_float16"  # tensor cores run depthwise layers in float16
     assert precision_policy([k80], True) == "float32"

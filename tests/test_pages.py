@@ -307,6 +307,11 @@ def test_train_form_fine_tunes_after_feature_extraction(tmp_path: Path, monkeypa
         time.sleep(0.5)
     status = read_status(run)
     assert status["state"] == "completed" and status["fine_tune_from_epoch"] == 1, status
+    from core.device_info import device_summary, precision_policy
+
+    # "auto" for a MobileNet: float32 on a CPU (bfloat16 slows depthwise convolutions), and the form said so
+    expected = precision_policy(device_summary()["gpus"], True, "mobilenet")
+    assert status["precision"] == expected and at.selectbox(key="train_precision").options[0] == f"auto: {expected} here"
 
 
 def test_train_page_offline_imagenet_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
