@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # the recipe's network first, then the backbones people pick most; each with the size it is used at
-SIZES = {"mobilenetv2": 224, "resnet50": 224, "efficientnetb0": 224, "densenet121": 224, "vgg16": 224,
+SIZES = {"mobilenetv2": 224, "resnet50": 224, "efficientnetb0": 224, "mobilenet": 224, "densenet121": 224, "vgg16": 224,
          "inceptionv3": 299, "xraynet": 128, "smallnet": 128}
 
 

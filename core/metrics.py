@@ -207,10 +207,9 @@ def bootstrap_intervals(
     """(lower, upper) percentile interval of every statistic, all over the same resamples (`resample_counts`);
     `statistics` maps a resample's case weights to named values. A resample where a value is undefined (nan, e.g. AUC
     with one class drawn) is skipped for that value; one never defined gets (nan, nan)."""
-    values: dict[str, list[float]] = {}
+    values: dict[str, list[float]] = {key: [] for key in statistics(np.ones(n_cases))}  # every key, even with n = 0
     for counts in resample_counts(n_cases, n, seed):
         for key, value in statistics(counts).items():
-            values.setdefault(key, [])
             if np.isfinite(value):
                 values[key].append(value)
     quantiles = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]

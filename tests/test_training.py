@@ -67,7 +67,7 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     from core.train import precision_for
 
     # one replica on one device; "auto" precision is this machine's (bfloat16 on a CPU with native bfloat16)
-    assert status["replicas"] == 1 and status["precision"] == precision_for("auto")
+    assert status["replicas"] == 1 and status["precision"] == precision_for("auto", "smallnet")
     assert list_runs(tmp_path).iloc[0]["state"] == "completed"
     (tmp_path / "no-runs").mkdir()
     assert latest_run(tmp_path) == (run.name, "completed") and latest_run(tmp_path / "no-runs") is None
