@@ -96,7 +96,6 @@ def device_summary() -> dict[str, Any]:
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
         gpus.append({"name": details.get("device_name", gpu.name), "compute_capability": details.get("compute_capability")})
-    bf16 = cpu_bf16()
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -104,6 +103,5 @@ def device_summary() -> dict[str, Any]:
         "cpus": os.cpu_count() or 1,
         "gpus": gpus,
         "device": f"GPU ({gpus[0]['name']})" if gpus else "CPU only",
-        "cpu_bf16": bf16,
-        "precision": precision_policy(gpus, bf16),
+        "cpu_bf16": cpu_bf16(),  # the precision a job uses depends on the network too: train.precision_for
     }

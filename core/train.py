@@ -340,14 +340,15 @@ def averaged_weights_swap(resumed: bool) -> keras.callbacks.SwapEMAWeights:
     return swap
 
 
-def precision_for(setting: str, model: str | None = None) -> str:
+def precision_for(setting: str, model: str | None = None, device: dict[str, Any] | None = None) -> str:
     """The dtype policy for a run's `mixed_precision` setting on this machine, for the named network ("auto" keeps
-    depthwise networks in float32 on CPUs, where bfloat16 slows them: device_info.precision_policy)."""
+    depthwise networks in float32 on CPUs, where bfloat16 slows them: device_info.precision_policy). `device` is
+    device_info.device_summary() when the caller already holds it (the Train page caches it)."""
     from core.device_info import device_summary, precision_policy
 
     if setting == "off":
         return "float32"
-    device = device_summary()
+    device = device or device_summary()
     if setting == "on":
         return "mixed_float16" if device["gpus"] else "mixed_bfloat16"
     return precision_policy(device["gpus"], device["cpu_bf16"], model)

@@ -8,14 +8,13 @@ from core import jobs
 from core.catalog import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES
 from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
-from core.device_info import precision_policy
 from core.errors import MedImageError
 from core.external import EXTERNAL_FILE
 from core.glossary import help_text
 from core.models import build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request, settings_that_differ
-from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset
+from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, precision_for
 from pages.common import active_dataset_name, device, load_dataset, source_label
 
 st.title("Train")
@@ -108,7 +107,7 @@ with st.form("train_form"):
                             help="Train K models, each tested on a different K-th of the images, for a more reliable score on small datasets.")
     precision = cols[2].selectbox(
         "Precision", list(PRECISIONS), key="train_precision",
-        format_func=lambda p: PRECISIONS[p].format(auto=precision_policy(device()["gpus"], device()["cpu_bf16"], model_name)),
+        format_func=lambda p: PRECISIONS[p].format(auto=precision_for("auto", model_name, device())),
         help="Mixed precision computes in 16 bits and keeps the weights in float32: float16 on a GPU with tensor cores, "
              "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine "
              "does well for the chosen network: on a CPU, MobileNets and EfficientNets stay float32, which is faster for them.",
