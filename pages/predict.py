@@ -12,7 +12,7 @@ from core import imagenet, segmentation
 from core.errors import MedImageError
 from core.gradcam import COLORMAPS, METHODS, colorize, overlay, spatial_layers
 from core.image_reader import encode_png, read_image
-from core.predict import from_model, load_model_file, predict_files
+from core.predict import from_model, load_model_file, predict_files, release_compiled
 from core.runs import list_runs
 from core.window import PRESETS, apply_window, robust_window
 from pages.common import explainer_for, predictor_for, runs_with_models
@@ -25,6 +25,7 @@ classify, imagenet_tab, segment_tab = st.tabs(["Classify an X-ray", "ImageNet to
 
 @st.cache_resource(show_spinner="Loading the uploaded model in Keras safe mode...", max_entries=4)
 def _uploaded_predictor(digest: str, data: bytes, name: str, classes: tuple[str, ...]):
+    release_compiled()
     return from_model(load_model_file(data, name), list(classes) or None, name)
 
 
@@ -208,6 +209,7 @@ with classify:
 
 @st.cache_resource(show_spinner="Loading the ImageNet classifier...", max_entries=2)
 def _imagenet(name: str, weights: str):
+    release_compiled()
     return imagenet.load_classifier(name, weights or None)
 
 
@@ -221,6 +223,7 @@ def _imagenet_cam(name: str, weights: str):
 
 @st.cache_resource(show_spinner="Loading the segmentation model...", max_entries=1)
 def _segmenter(handle: str):
+    release_compiled()
     return segmentation.load_segmenter(handle)
 
 

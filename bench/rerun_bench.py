@@ -1,0 +1,91 @@
+"""Predict page reruns: the pages' kept compiled model vs Streamlit's default clear after every run.
+
+Usage: python bench/rerun_bench.py [--models DIR] [--run NAME] [--reruns 6]
+(default DIR: MEDIMAGE_MODELS_DIR or models/; default run: the one the page preselects, the newest
+completed). The page is run in-process with Streamlit's AppTest: three images are uploaded, then
+the chosen image changes back and forth, each change a rerun that predicts (with mirror TTA) and draws
+Grad-CAM for the new image. Streamlit's default: after every run it calls `keras.backend.clear_session()`
+(`script_runner._clean_problem_modules`), which drops TensorFlow's compiled functions, so each rerun
+re-optimises the model's graph. The pages replace that hook (pages/common.py) and clear only when they
+load a model. Both arms run on the same page, model and images, in this one process. Prints the
+seconds per rerun (median) of each and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _png(path: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(path).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _reruns(clean, run: str | None, images: list[tuple[str, bytes, str]], count: int) -> list[float]:
+    """Seconds of each image-change rerun on a fresh Predict page, with `clean` as Streamlit's after-run hook."""
+    from streamlit.runtime.scriptrunner import script_runner
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    at.switch_page("pages/predict.py").run()
+    script_runner._clean_problem_modules = clean  # after the pages' own import, which sets theirs
+    if run:
+        at.selectbox(key="pred_run").set_value(run).run()
+    at.file_uploader(key="pred_files").set_value(images).run()
+    if at.exception or not any(m.value.startswith("### ") for m in at.markdown):
+        raise SystemExit(f"the Predict page did not classify the uploads: {at.exception or 'no run to predict with'}")
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        at.selectbox(key="pred_image").set_value(images[(i + 1) % len(images)][0]).run()
+        times.append(time.perf_counter() - start)
+        assert not at.exception, at.exception
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=os.environ.get("MEDIMAGE_MODELS_DIR", str(ROOT / "models")))
+    parser.add_argument("--run", default=None, help="a run folder name in --models (default: the page's choice)")
+    parser.add_argument("--reruns", type=int, default=6)
+    args = parser.parse_args()
+    os.environ["MEDIMAGE_MODELS_DIR"] = str(Path(args.models).resolve())
+    os.chdir(ROOT)
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    from core.dataset import DEMO, open_dataset
+    from core.runs import can_predict
+
+    if not any(can_predict(p) for p in Path(args.models).glob("*/")):
+        print(f"No run with a model in {args.models}: train one first (the Train page, or python -m core train --data demo).")
+        return 2
+    streamlit_default = script_runner._clean_problem_modules
+    paths = open_dataset(DEMO).table["path"].iloc[:3]
+    images = [(f"image{i}.png", _png(p), "image/png") for i, p in enumerate(paths)]
+
+    ours = _reruns(lambda: None, args.run, images, args.reruns)  # what pages/common.py installs
+    naive = _reruns(streamlit_default, args.run, images, args.reruns)
+    script_runner._clean_problem_modules = lambda: None
+    mine, theirs = statistics.median(ours), statistics.median(naive)
+    print(f"Predict page, {args.reruns} image-change reruns each (AppTest, seconds):")
+    print(f"  Streamlit's clear_session after every run: median {theirs:.2f} s  {[round(t, 2) for t in naive]}")
+    print(f"  kept compiled model (the pages):           median {mine:.2f} s  {[round(t, 2) for t in ours]}")
+    print(f"  ratio: {theirs / mine:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
