@@ -1,14 +1,15 @@
-"""Predict page reruns: the pages' kept compiled model vs Streamlit's default clear after every run.
+"""Page reruns: the pages' kept compiled model vs Streamlit's default clear after every run.
 
 Usage: python bench/rerun_bench.py [--models DIR] [--run NAME] [--reruns 6]
 (default DIR: MEDIMAGE_MODELS_DIR or models/; default run: the one the page preselects, the newest
 completed). The page is run in-process with Streamlit's AppTest: three images are uploaded, then
 the chosen image changes back and forth, each change a rerun that predicts (with mirror TTA) and draws
-Grad-CAM for the new image. Streamlit's default: after every run it calls `keras.backend.clear_session()`
+Grad-CAM for the new image; then the Lab's augmentation preview, whose reruns build Keras layers and
+hold no model. Streamlit's default: after every run it calls `keras.backend.clear_session()`
 (`script_runner._clean_problem_modules`), which drops TensorFlow's compiled functions, so each rerun
-re-optimises the model's graph. The pages replace that hook (pages/common.py) and clear only when they
-load a model. Both arms run on the same page, model and images, in this one process. Prints the
-seconds per rerun (median) of each and the ratio.
+re-optimises the model's graph. The pages replace that hook (pages/common.py): they clear when they
+load a model, and the hook every 100th run. Both arms run on the same page, model and images, in this
+one process. Prints the seconds per rerun (median) of each and the ratio.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _reruns(clean, run: str | None, images: list[tuple[str, bytes, str]], count:
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
     at.switch_page("pages/predict.py").run()
-    script_runner._clean_problem_modules = clean  # after the pages' own import, which sets theirs
+    if clean is not None:  # after the pages' own import, which installs theirs
+        script_runner._clean_problem_modules = clean
     if run:
         at.selectbox(key="pred_run").set_value(run).run()
     at.file_uploader(key="pred_files").set_value(images).run()
@@ -50,6 +52,24 @@ def _reruns(clean, run: str | None, images: list[tuple[str, bytes, str]], count:
     for i in range(count):
         start = time.perf_counter()
         at.selectbox(key="pred_image").set_value(images[(i + 1) % len(images)][0]).run()
+        times.append(time.perf_counter() - start)
+        assert not at.exception, at.exception
+    return times
+
+
+def _lab_reruns(clean, count: int) -> list[float]:
+    """Seconds of each seed-change rerun of the Lab's augmentation preview (it builds its Keras layers every run)."""
+    from streamlit.runtime.scriptrunner import script_runner
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    at.switch_page("pages/lab.py").run()
+    if clean is not None:
+        script_runner._clean_problem_modules = clean
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        at.number_input(key="aug_seed").set_value(i + 1).run()
         times.append(time.perf_counter() - start)
         assert not at.exception, at.exception
     return times
@@ -76,14 +96,21 @@ def main() -> int:
     paths = open_dataset(DEMO).table["path"].iloc[:3]
     images = [(f"image{i}.png", _png(p), "image/png") for i, p in enumerate(paths)]
 
-    ours = _reruns(lambda: None, args.run, images, args.reruns)  # what pages/common.py installs
+    ours = _reruns(None, args.run, images, args.reruns)  # the hook pages/common.py installs
+    pages_hook = script_runner._clean_problem_modules
     naive = _reruns(streamlit_default, args.run, images, args.reruns)
-    script_runner._clean_problem_modules = lambda: None
-    mine, theirs = statistics.median(ours), statistics.median(naive)
-    print(f"Predict page, {args.reruns} image-change reruns each (AppTest, seconds):")
-    print(f"  Streamlit's clear_session after every run: median {theirs:.2f} s  {[round(t, 2) for t in naive]}")
-    print(f"  kept compiled model (the pages):           median {mine:.2f} s  {[round(t, 2) for t in ours]}")
-    print(f"  ratio: {theirs / mine:.1f}x")
+    script_runner._clean_problem_modules = pages_hook
+    lab_ours = _lab_reruns(None, 3 * args.reruns)
+    lab_naive = _lab_reruns(streamlit_default, 3 * args.reruns)
+    script_runner._clean_problem_modules = pages_hook
+    for title, mine, theirs in (
+        (f"Predict page, {args.reruns} image-change reruns each", ours, naive),
+        (f"Lab augmentation preview, {3 * args.reruns} seed-change reruns each", lab_ours, lab_naive),
+    ):
+        print(f"{title} (AppTest, seconds):")
+        print(f"  Streamlit's clear_session after every run: median {statistics.median(theirs):.2f} s  {[round(t, 2) for t in theirs]}")
+        print(f"  the pages' hook:                           median {statistics.median(mine):.2f} s  {[round(t, 2) for t in mine]}")
+        print(f"  ratio: {statistics.median(theirs) / statistics.median(mine):.1f}x")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
 from typing import Any
 
 import numpy as np
@@ -37,20 +39,35 @@ def _leave_legacy_pages_mode() -> None:
 _leave_legacy_pages_mode()
 
 
+RUNS_PER_KERAS_CLEAR = 100
+
+
 def _keep_compiled_models() -> None:
-    """Stop Streamlit from clearing Keras' session after every script run.
+    """Let Streamlit clear Keras' session after every 100th script run instead of after every run.
 
     Streamlit calls `keras.backend.clear_session()` after each run (`script_runner._clean_problem_modules`), for
     scripts that build a new model every run. That empties TensorFlow's kernel cache, so every cached model
-    re-optimised its graph (Grappler) on its next call: a Predict rerun with a MobileNetV2 run took 1.4-2.1 s
-    instead of 0.19 s. Our pages build models only in cached loaders, and each loader clears the session when
-    it loads a model (`core.predict.release_compiled`), which bounds what TensorFlow keeps. The hook's other
-    half closes matplotlib figures, which no page draws. A Streamlit without the hook is left as it is.
+    re-optimised its graph (Grappler) on its next call: a Predict rerun with a MobileNetV2 run took 1.2 s
+    instead of 0.2 s (bench/rerun_bench.py). Our pages build models only in cached loaders, and each loader
+    clears the session when it loads a model (`core.predict.release_compiled`). Keras layers built during a
+    run (the Lab's augmentation preview) leave TensorFlow kernels behind that only a clear frees (about
+    0.1 MB a Lab rerun), so a clear still comes every 100th run, which keeps that bounded at the cost of one
+    recompile per 100 reruns. The hook's other half closes matplotlib figures, which no page draws. A
+    Streamlit without the hook is left as it is.
     """
     from streamlit.runtime.scriptrunner import script_runner
 
-    if hasattr(script_runner, "_clean_problem_modules"):
-        script_runner._clean_problem_modules = lambda: None
+    if not hasattr(script_runner, "_clean_problem_modules"):
+        return
+    runs = itertools.count(1)
+
+    def clean() -> None:
+        if next(runs) % RUNS_PER_KERAS_CLEAR == 0 and "keras" in sys.modules:
+            from core.predict import release_compiled
+
+            release_compiled()
+
+    script_runner._clean_problem_modules = clean
 
 
 _keep_compiled_models()

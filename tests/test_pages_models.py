@@ -123,9 +123,12 @@ def test_reruns_keep_the_compiled_model_and_a_load_clears_it(monkeypatch: pytest
     import streamlit as st
     from tensorflow.python.eager import context
 
+    import pages.common
+
     clears: list[int] = []
     clear = context.Context.clear_kernel_cache
     monkeypatch.setattr(context.Context, "clear_kernel_cache", lambda self: (clears.append(1), clear(self))[1])
+    monkeypatch.setattr(pages.common, "RUNS_PER_KERAS_CLEAR", 10**9)  # the periodic clear: the next test
     st.cache_resource.clear()  # the run's model loads afresh below
     at = _page("pages/predict.py")
     at.file_uploader(key="pred_files").set_value([("a.png", _png(90), "image/png"), ("b.png", _png(160), "image/png")]).run()
@@ -136,6 +139,21 @@ def test_reruns_keep_the_compiled_model_and_a_load_clears_it(monkeypatch: pytest
         at.selectbox(key="pred_image").set_value(name).run()
         assert not at.exception
     assert len(clears) == loaded, "a rerun that loads no model keeps the compiled model"
+
+
+def test_streamlits_keras_clear_still_comes_every_hundredth_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras layers built in a run (the Lab's preview) leave TensorFlow kernels that only a clear frees: bounded."""
+    from streamlit.runtime.scriptrunner import script_runner
+    from tensorflow.python.eager import context
+
+    import pages.common
+
+    assert pages.common.RUNS_PER_KERAS_CLEAR == 100
+    clears: list[int] = []
+    monkeypatch.setattr(context.Context, "clear_kernel_cache", lambda self: clears.append(1))
+    for _ in range(100):
+        script_runner._clean_problem_modules()  # what Streamlit calls after each run
+    assert len(clears) == 1
 
 
 def test_three_class_run_on_evaluate_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
