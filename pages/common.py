@@ -51,7 +51,7 @@ def _keep_compiled_models() -> None:
     instead of 0.2 s (bench/rerun_bench.py). Our pages build models only in cached loaders, and each loader
     clears the session when it loads a model (`core.predict.release_compiled`). Keras layers built during a
     run (the Lab's augmentation preview) leave TensorFlow kernels behind that only a clear frees (about
-    0.1 MB a Lab rerun), so a clear still comes every 100th run, which keeps that bounded at the cost of one
+    60 KB a layer), so a clear still comes every 100th run, which keeps that bounded at the cost of one
     recompile per 100 reruns. The hook's other half closes matplotlib figures, which no page draws. A
     Streamlit without the hook is left as it is.
     """

@@ -119,7 +119,7 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
 
 def test_reruns_keep_the_compiled_model_and_a_load_clears_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streamlit clears Keras' session after every run, which made each Predict rerun recompile its model
-    (1.4-2.1 s instead of 0.19 s with a MobileNetV2 run). The pages clear it only when they load a model."""
+    (1.2 s instead of 0.2 s with a MobileNetV2 run, bench/rerun_bench.py). The pages clear it only when they load a model."""
     import streamlit as st
     from tensorflow.python.eager import context
 
