@@ -34,45 +34,35 @@ def _png(path: str) -> bytes:
     return buffer.getvalue()
 
 
-def _reruns(clean, run: str | None, images: list[tuple[str, bytes, str]], count: int) -> list[float]:
-    """Seconds of each image-change rerun on a fresh Predict page, with `clean` as Streamlit's after-run hook."""
+def _time_reruns(page: str, clean, setup, change, count: int) -> list[float]:
+    """Seconds of each of `count` reruns of a fresh `page`, each made by `change(at, i)`, with `clean` (None: the
+    pages' own) as Streamlit's after-run hook; `setup(at)` runs once before them."""
     from streamlit.runtime.scriptrunner import script_runner
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
-    at.switch_page("pages/predict.py").run()
+    at.switch_page(page).run()
     if clean is not None:  # after the pages' own import, which installs theirs
         script_runner._clean_problem_modules = clean
-    if run:
-        at.selectbox(key="pred_run").set_value(run).run()
-    at.file_uploader(key="pred_files").set_value(images).run()
-    if at.exception or not any(m.value.startswith("### ") for m in at.markdown):
-        raise SystemExit(f"the Predict page did not classify the uploads: {at.exception or 'no run to predict with'}")
+    setup(at)
     times = []
     for i in range(count):
         start = time.perf_counter()
-        at.selectbox(key="pred_image").set_value(images[(i + 1) % len(images)][0]).run()
+        change(at, i)
         times.append(time.perf_counter() - start)
         assert not at.exception, at.exception
     return times
 
 
-def _lab_reruns(clean, count: int) -> list[float]:
-    """Seconds of each seed-change rerun of the Lab's augmentation preview (it builds its Keras layers every run)."""
-    from streamlit.runtime.scriptrunner import script_runner
-    from streamlit.testing.v1 import AppTest
+def _predict_setup(run: str | None, images: list[tuple[str, bytes, str]]):
+    def setup(at) -> None:
+        if run:
+            at.selectbox(key="pred_run").set_value(run).run()
+        at.file_uploader(key="pred_files").set_value(images).run()
+        if at.exception or not any(m.value.startswith("### ") for m in at.markdown):
+            raise SystemExit(f"the Predict page did not classify the uploads: {at.exception or 'no run to predict with'}")
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
-    at.switch_page("pages/lab.py").run()
-    if clean is not None:
-        script_runner._clean_problem_modules = clean
-    times = []
-    for i in range(count):
-        start = time.perf_counter()
-        at.number_input(key="aug_seed").set_value(i + 1).run()
-        times.append(time.perf_counter() - start)
-        assert not at.exception, at.exception
-    return times
+    return setup
 
 
 def main() -> int:
@@ -96,12 +86,19 @@ def main() -> int:
     paths = open_dataset(DEMO).table["path"].iloc[:3]
     images = [(f"image{i}.png", _png(p), "image/png") for i, p in enumerate(paths)]
 
-    ours = _reruns(None, args.run, images, args.reruns)  # the hook pages/common.py installs
+    def predict(clean) -> list[float]:
+        return _time_reruns("pages/predict.py", clean, _predict_setup(args.run, images),
+                            lambda at, i: at.selectbox(key="pred_image").set_value(images[(i + 1) % len(images)][0]).run(), args.reruns)
+
+    def lab(clean) -> list[float]:  # the augmentation preview builds its Keras layers every run
+        return _time_reruns("pages/lab.py", clean, lambda at: None,
+                            lambda at, i: at.number_input(key="aug_seed").set_value(i + 1).run(), 3 * args.reruns)
+
+    ours = predict(None)  # the hook pages/common.py installs
     pages_hook = script_runner._clean_problem_modules
-    naive = _reruns(streamlit_default, args.run, images, args.reruns)
-    script_runner._clean_problem_modules = pages_hook
-    lab_ours = _lab_reruns(None, 3 * args.reruns)
-    lab_naive = _lab_reruns(streamlit_default, 3 * args.reruns)
+    naive = predict(streamlit_default)
+    lab_ours = lab(pages_hook)
+    lab_naive = lab(streamlit_default)
     script_runner._clean_problem_modules = pages_hook
     for title, mine, theirs in (
         (f"Predict page, {args.reruns} image-change reruns each", ours, naive),
