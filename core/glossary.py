@@ -14,11 +14,21 @@ GLOSSARY: dict[str, str] = {
                    "false alarm.",
     "PPV": "Of the images the model flags, the share that really show the disease (positive predictive value). It drops "
            "when the disease is rare.",
+    "NPV": "Of the images the model clears, the share that really are healthy (negative predictive value). It drops when "
+           "the disease is common.",
+    "balanced accuracy": "The mean of sensitivity and specificity: accuracy as if both classes were equally common, so the "
+                         "common class cannot flatter it.",
     "F1": "One number that balances finding the sick (sensitivity) against false alarms (PPV); 1 is perfect.",
     "AUC": "How well the model ranks sick patients above healthy ones, whatever the threshold: 1.0 is perfect, 0.5 is a "
            "coin toss.",
     "kappa": "Agreement between the model and the true labels beyond what chance alone would give: 0 is chance, 1 is "
              "perfect. The weighted kind counts near-misses less.",
+    "average precision": "The area under the precision-recall curve: how clean the flagged images stay as the threshold "
+                         "drops to find more of the sick; 1 is perfect, the disease's share is chance.",
+    "Brier score": "The mean squared gap between the model's probability and what the image really was (0 or 1): 0 is "
+                   "perfect; it punishes confident mistakes most.",
+    "ECE": "Expected calibration error: how far, on average over 10 bins of probability, the model's percentages sit from "
+           "how often the disease really is present; 0 is perfectly calibrated.",
     "calibration": "Whether the model's percentages can be taken at face value: of the images it gives 80%, about 80 in "
                    "100 should really have the disease.",
     "threshold": "The cut-off on the model's probability above which an image is called positive. Lower it to miss fewer "
@@ -67,4 +77,5 @@ def help_text(term: str) -> str:
 
 def term_for(metric_key: str) -> str:
     """The glossary term of a metric key as core.metrics names it ('auc' -> 'AUC')."""
-    return {"auc": "AUC", "ppv": "PPV", "f1": "F1"}.get(metric_key, metric_key)
+    return {"auc": "AUC", "ppv": "PPV", "npv": "NPV", "f1": "F1", "balanced_accuracy": "balanced accuracy",
+            "average_precision": "average precision", "brier": "Brier score", "ece": "ECE"}.get(metric_key, metric_key)

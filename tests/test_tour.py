@@ -40,6 +40,19 @@ def test_glossary_explains_every_term_the_issue_names() -> None:
         assert "\n" not in text and len(text) < 260  # one line, short enough for a tooltip
 
 
+def test_every_metric_of_the_report_table_has_a_meaning() -> None:
+    """The Evaluate page's metric table explains each row from the glossary (term_for maps the metric's key)."""
+    import pandas as pd
+
+    from core.evaluate import binary_summary
+    from core.glossary import term_for
+
+    table = pd.DataFrame({"label": ["NORMAL", "PNEUMONIA"] * 5, "p_PNEUMONIA": [0.2, 0.7, 0.6, 0.9, 0.1] * 2})
+    summary = binary_summary(table, ["NORMAL", "PNEUMONIA"], n_boot=20)
+    shown = [k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"]
+    assert [k for k in shown if term_for(k) not in GLOSSARY] == []
+
+
 def test_every_training_control_has_help() -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.switch_page("pages/train.py").run()
