@@ -3,7 +3,8 @@
 Usage: python bench/summary_bench.py [--cases 624 5000] [--boot 1000]
 For each size, binary predictions like an independent test split's (624 is the public chest X-ray set's), the
 summary the Evaluate page, the report and the generalisation gap show: `binary_summary` as it is, and the same
-bootstrap with scikit-learn's accuracy, ROC AUC, F1 and kappa on every resample (the way before), in the same run.
+bootstrap with scikit-learn's accuracy, ROC AUC, F1, kappa, sensitivity, specificity, PPV, NPV and balanced
+accuracy on every resample (the way before), in the same run.
 It checks that both give the same intervals and prints the times and the ratio.
 """
 
@@ -35,6 +36,11 @@ def main() -> int:
         "auc": skm.roc_auc_score,
         "f1": lambda a, b: skm.f1_score(a, b >= threshold, zero_division=0),
         "kappa": lambda a, b: skm.cohen_kappa_score(a, b >= threshold, weights="quadratic"),
+        "sensitivity": lambda a, b: skm.recall_score(a, b >= threshold),
+        "specificity": lambda a, b: skm.recall_score(a, b >= threshold, pos_label=0),
+        "ppv": lambda a, b: skm.precision_score(a, b >= threshold, zero_division=0),
+        "npv": lambda a, b: skm.precision_score(a, b >= threshold, pos_label=0, zero_division=0),
+        "balanced_accuracy": lambda a, b: skm.balanced_accuracy_score(a, b >= threshold),
     }
     for n in args.cases:
         rng = np.random.default_rng(0)

@@ -145,24 +145,36 @@ def choose_threshold(val: pd.DataFrame | None, classes: list[str], method: str =
 
 
 def misclassified(predictions: pd.DataFrame, classes: list[str], head: str, threshold: float = 0.5) -> pd.DataFrame:
-    """The wrong predictions (binary: at `threshold`, not the one stored with the table), with the
-    model's confidence in its wrong answer, most confident first."""
+    """The wrong predictions (binary: at `threshold`, not the one stored with the table), most confident first, with
+    `confidence` (how sure the wrong answer was, 0-1) and `shown` (the model's own number for a caption).
+
+    Binary: the confidence is how far past the threshold the probability went, as a share of the way to the wrong
+    end ((p - t) / (1 - t) called positive, (t - p) / t called negative), so at a threshold of 0.86 a healthy image at
+    0.92 and a sick one at 0.84 are not ranked by p alone; `shown` is P(positive class), the number the threshold cuts.
+    """
     out = predictions.copy()
     if head == "binary":
         p = out[f"p_{classes[1]}"].to_numpy(float)
-        out["predicted"] = np.where(p >= threshold, classes[1], classes[0])
-        out["confidence"] = np.where(p >= threshold, p, 1 - p)
+        positive = p >= threshold
+        out["predicted"] = np.where(positive, classes[1], classes[0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["confidence"] = np.where(positive, (p - threshold) / (1 - threshold), (threshold - p) / threshold)
+        out["confidence"] = out["confidence"].fillna(1.0)  # a threshold of 0 or 1: every call on its side is certain
+        out["shown"] = [f"P({classes[1]}) {v:.2f}" for v in p]
     elif head == "multiclass":
         probabilities = out[[f"p_{c}" for c in classes]].to_numpy(float)
         out["confidence"] = probabilities[np.arange(len(out)), out["predicted"].map({c: i for i, c in enumerate(classes)}).to_numpy(int)]
+        out["shown"] = [f"P({c}) {v:.2f}" for c, v in zip(out["predicted"], out["confidence"], strict=True)]
     else:  # ordinal: how far the score sits from the true class
         out["confidence"] = (out["score"] - out["label"].map({c: i for i, c in enumerate(classes)})).abs()
+        out["shown"] = [f"score {v:.2f}" for v in out["score"]]
     wrong = out[out["label"] != out["predicted"]]
     return wrong.sort_values("confidence", ascending=False, kind="stable")
 
 
 def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: float = 0.5, n_boot: int = 1000) -> dict[str, Any]:
-    """Metrics at the threshold with bootstrap 95% intervals for accuracy, AUC and F1."""
+    """Metrics at the threshold with bootstrap 95% intervals for accuracy, sensitivity, specificity, PPV, NPV, balanced
+    accuracy, AUC, F1 and kappa: a diagnostic accuracy report (STARD) gives sensitivity and specificity with their intervals."""
     y = (predictions["label"] == classes[1]).to_numpy(int)
     p = predictions[f"p_{classes[1]}"].to_numpy(float)
     predicted = (p >= threshold).astype(int)
@@ -177,8 +189,11 @@ def binary_summary(predictions: pd.DataFrame, classes: list[str], threshold: flo
 
     def resample(counts: np.ndarray) -> dict[str, float]:
         matrix = metrics.confusion(y, predicted, 2, weights=counts)
-        return {"accuracy": float(np.trace(matrix) / matrix.sum()), "auc": auc(counts), "f1": metrics.f1_from_confusion(matrix),
-                "kappa": metrics.kappa_from_confusion(matrix).kappa}
+        (tn, fp), (fn, tp) = matrix
+        rates = metrics.rates_from_counts(tn, fp, fn, tp)
+        return {"accuracy": float(np.trace(matrix) / matrix.sum()), **rates,
+                "balanced_accuracy": (rates["sensitivity"] + rates["specificity"]) / 2, "auc": auc(counts),
+                "f1": metrics.f1_from_confusion(matrix), "kappa": metrics.kappa_from_confusion(matrix).kappa}
 
     for key, interval in metrics.bootstrap_intervals(resample, len(y), n=n_boot, seed=0).items():
         summary[f"{key}_ci95"] = list(interval)

@@ -36,15 +36,21 @@ def binary_metrics(y_true, y_score, threshold: float = 0.5) -> dict[str, float]:
         "threshold": float(threshold),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)) if both else float("nan"),
-        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
-        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
-        "ppv": float(tp / (tp + fp)) if tp + fp else float("nan"),
-        "npv": float(tn / (tn + fn)) if tn + fn else float("nan"),
+        **rates_from_counts(tn, fp, fn, tp),
         "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
         "auc": float(skm.roc_auc_score(y_true, y_score)) if both else float("nan"),
         "average_precision": float(skm.average_precision_score(y_true, y_score)) if both else float("nan"),
         "brier": float(skm.brier_score_loss(y_true, y_score)),
     }
+
+
+def rates_from_counts(tn: float, fp: float, fn: float, tp: float) -> dict[str, float]:
+    """Sensitivity, specificity, PPV and NPV from a binary confusion matrix's cells (counts, or a resample's weighted
+    counts); nan where a rate's denominator is empty (no sick patients: no sensitivity)."""
+    def rate(hits: float, total: float) -> float:
+        return float(hits / total) if total else float("nan")
+
+    return {"sensitivity": rate(tp, tp + fn), "specificity": rate(tn, tn + fp), "ppv": rate(tp, tp + fp), "npv": rate(tn, tn + fn)}
 
 
 def youden_threshold(y_true, y_score) -> float:

@@ -110,8 +110,8 @@ def _evaluations(run: Path) -> dict[str, Any]:
     for path in sorted(run.glob("predictions-*.csv")):
         name = path.stem[len("predictions-"):]
         summary = summarize(run, pd.read_csv(path), n_boot=1000)
-        keep = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95", "sensitivity", "specificity", "f1", "f1_ci95", "kappa",
-                "kappa_ci95", "brier", "ece", "threshold")
+        keep = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95", "sensitivity", "sensitivity_ci95", "specificity",
+                "specificity_ci95", "f1", "f1_ci95", "kappa", "kappa_ci95", "brier", "ece", "threshold")
         out[name] = {k: summary[k] for k in keep if k in summary}
     return out
 

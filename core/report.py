@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from core import charts, metrics
-from core.generalisation import external_sets, gap_sentences, gap_table
+from core.generalisation import external_sets, gap_display, gap_sentences, gap_table
 from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
 
@@ -61,15 +61,8 @@ def _metric_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _gap_html(gap: pd.DataFrame) -> str:
     """The Evaluate page's generalisation-gap panel as HTML: each set with its intervals, and the sentences."""
-    rows = "".join(
-        f"<tr><td>{html.escape(str(r['set']))}</td><td>{int(r['n'])}</td>"
-        f"<td>{r['accuracy']:.3f} ({r['accuracy_lo']:.3f}-{r['accuracy_hi']:.3f})</td>"
-        f"<td>{r['auc']:.3f} ({r['auc_lo']:.3f}-{r['auc_hi']:.3f})</td>"
-        f"<td>{r['sensitivity']:.3f}</td><td>{r['specificity']:.3f}</td></tr>"
-        for _, r in gap.iterrows())
     sentences = "".join(f"<li>{html.escape(line)}</li>" for line in gap_sentences(gap))
-    return ("<h2>Generalisation gap</h2><table><tr><th>set</th><th>n</th><th>accuracy (95% CI)</th><th>AUC (95% CI)</th>"
-            f"<th>sensitivity</th><th>specificity</th></tr>{rows}</table><ul>{sentences}</ul>")
+    return f"<h2>Generalisation gap</h2>{gap_display(gap).to_html(index=False, border=0)}<ul>{sentences}</ul>"
 
 
 def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[str, Any], split_counts: pd.DataFrame | None = None) -> str:

@@ -222,11 +222,12 @@ with tabs[4]:
         if pair != "all":
             true, pred = pair.rsplit(" (", 1)[0].split(" → ")
             wrong = wrong[(wrong["label"] == true) & (wrong["predicted"] == pred)]
-        st.caption(f"{len(wrong)} images, most confident mistakes first.")
+        past = f" (furthest past the threshold {threshold:.3f} first)" if threshold is not None else ""
+        st.caption(f"{len(wrong)} images, most confident mistakes first{past}.")
         grid = st.columns(6)
         for i, row in enumerate(wrong.head(24).itertuples()):
             image = thumbnail(row.path)
-            caption = f"{Path(row.path).name} · true {row.label} · predicted {row.predicted} ({row.confidence:.2f})"
+            caption = f"{Path(row.path).name} · true {row.label} · predicted {row.predicted} · {row.shown}"
             if image is None:
                 grid[i % 6].warning(f"{Path(row.path).name}: unreadable")
             else:
@@ -275,7 +276,7 @@ with tabs[5]:
             st.caption("Compare variants by these means. A difference smaller than the ± spread is what drawing another "
                        "seed does, not what the change does; judging a variant on one run each is judging the seed.")
 with tabs[6]:
-    from core.generalisation import INTERNAL_LABEL, gap_sentences, gap_table
+    from core.generalisation import GAP_METRICS, INTERNAL_LABEL, gap_display, gap_sentences, gap_table
 
     @st.cache_data(show_spinner="Bootstrapping the intervals...", max_entries=16)
     def cached_gap(run_path: str, stamp: tuple) -> object:
@@ -290,11 +291,11 @@ with tabs[6]:
         st.caption("The same model, at its saved threshold, on its own test split and on each external set (e.g. another "
                    "hospital). Intervals are bootstrap 95%.")
         cols = st.columns(2)
-        cols[0].plotly_chart(charts.gap_figure(gap, "accuracy"), width="stretch")
-        cols[1].plotly_chart(charts.gap_figure(gap, "auc"), width="stretch")
+        for i, metric in enumerate(GAP_METRICS):
+            cols[i % 2].plotly_chart(charts.gap_figure(gap, metric), width="stretch")
         for sentence in gap_sentences(gap):
             (st.warning if "do not overlap" in sentence else st.markdown)(sentence)
-        st.dataframe(gap.round(3), hide_index=True, width="stretch")
+        st.dataframe(gap_display(gap), hide_index=True, width="stretch")
 with tabs[7]:
     dataset, _ = rows_to_predict()
     cols = st.columns(3)

@@ -110,12 +110,18 @@ def test_summary_intervals_are_those_of_scikit_learns_metrics() -> None:
     summary = binary_summary(table, ["NORMAL", "PNEUMONIA"], threshold=0.45, n_boot=200)
     for key, reference in (("accuracy", lambda a, b: skm.accuracy_score(a, b >= 0.45)), ("auc", skm.roc_auc_score),
                            ("f1", lambda a, b: skm.f1_score(a, b >= 0.45, zero_division=0)),
-                           ("kappa", lambda a, b: skm.cohen_kappa_score(a, b >= 0.45, weights="quadratic"))):
+                           ("kappa", lambda a, b: skm.cohen_kappa_score(a, b >= 0.45, weights="quadratic")),
+                           ("sensitivity", lambda a, b: skm.recall_score(a, b >= 0.45)),
+                           ("specificity", lambda a, b: skm.recall_score(a, b >= 0.45, pos_label=0)),
+                           ("ppv", lambda a, b: skm.precision_score(a, b >= 0.45)),
+                           ("npv", lambda a, b: skm.precision_score(a, b >= 0.45, pos_label=0)),
+                           ("balanced_accuracy", lambda a, b: skm.balanced_accuracy_score(a, b >= 0.45))):
         values = [reference(y[drawn], p[drawn]) for counts in metrics.resample_counts(300, n=200, seed=0)
                   for drawn in [np.repeat(np.arange(300), counts)]]
         assert summary[f"{key}_ci95"] == pytest.approx(list(np.percentile(values, [2.5, 97.5]))), key
     healthy = binary_summary(table[table["label"] == "NORMAL"], ["NORMAL", "PNEUMONIA"], threshold=0.45, n_boot=50)
     assert np.isnan(healthy["auc"]) and np.isnan(healthy["auc_ci95"]).all() and healthy["specificity"] > 0  # one class: no AUC
+    assert np.isnan(healthy["sensitivity_ci95"]).all() and healthy["specificity_ci95"][0] <= healthy["specificity"]  # no sick
 
 
 def test_multiclass_summary_intervals_are_those_of_scikit_learns_metrics() -> None:
@@ -197,6 +203,7 @@ def test_report_carries_the_generalisation_gap_of_a_run_scored_elsewhere(trained
     assert "External validation: not done" not in html and "the run was also scored on 1 set(s) from elsewhere" in html
     assert "<h2>Generalisation gap</h2>" in html and "<td>internal test split</td>" in html and "<td>external-hospital-b</td>" in html
     assert "the difference is within the intervals" in html
+    assert "<th>specificity (95% CI)</th>" in html and "external-hospital-b: specificity" in html
 
 
 def test_threshold_choice_refuses_without_validation_and_misclassified_follows_the_threshold() -> None:
@@ -219,3 +226,10 @@ def test_threshold_choice_refuses_without_validation_and_misclassified_follows_t
     assert at_half["path"].tolist() == ["2.png"]  # NORMAL at 0.6; nothing else is wrong at 0.5
     at_high = misclassified(table, classes, "binary", 0.85)
     assert at_high["path"].tolist() == ["3.png", "4.png"] and at_high["confidence"].is_monotonic_decreasing
+    assert at_high["shown"].tolist() == ["P(PNEUMONIA) 0.70", "P(PNEUMONIA) 0.80"]
+    # ranked by how far past the threshold, not by p: at 0.85 a sick image at 0.10 is a surer mistake (0.88 of the way
+    # to 0) than a healthy one at 0.95 (0.67 of the way to 1), though max(p, 1 - p) would rank them the other way
+    odd = pd.DataFrame({"path": ["healthy.png", "sick.png"], "label": ["NORMAL", "PNEUMONIA"], "p_PNEUMONIA": [0.95, 0.10]})
+    ranked = misclassified(odd, classes, "binary", 0.85)
+    assert ranked["path"].tolist() == ["sick.png", "healthy.png"]
+    assert ranked["confidence"].tolist() == pytest.approx([0.75 / 0.85, 0.10 / 0.15])

@@ -117,6 +117,10 @@ def test_gap_sentences_say_when_the_gap_is_beyond_the_intervals(tmp_path: Path) 
     sentences = gap_sentences(table)
     assert any(s.startswith("external-other-hospital: accuracy") and "do not overlap" in s for s in sentences)
     assert any(s.startswith("external-twin: accuracy") and "within the intervals" in s for s in sentences)
+    # the rates a clinician reads have intervals and sentences too: the noisy site calls healthy images sick
+    assert (table["specificity_lo"] <= table["specificity"]).all() and (table["specificity"] <= table["specificity_hi"]).all()
+    assert any(s.startswith("external-other-hospital: specificity") and "do not overlap" in s for s in sentences)
+    assert any(s.startswith("external-twin: sensitivity") and "within the intervals" in s for s in sentences)
 
 
 def test_em_recovers_a_shifted_class_mix() -> None:
