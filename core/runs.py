@@ -178,7 +178,8 @@ def latest_run(runs_dir: Path | None = None) -> tuple[str, str] | None:
 
 
 def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
-    """One row per run folder, newest first: name, state, model, dataset, epoch, best, message."""
+    """One row per run folder, newest first: name, state, model, dataset, epoch, best, message, and `derived` (how a
+    run made from another came about, e.g. "adapted from RUN to external-dev"; empty for a trained run)."""
     rows = []
     for run in _run_folders(runs_dir):
         status = read_status(run)
@@ -196,9 +197,20 @@ def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
             "best": status.get("best_value"),
             "started": status.get("started", status.get("created", "")),
             "message": "; ".join(p for p in problems if p) or status.get("message", ""),
+            "derived": derived_from(status),
             "path": str(run),
         })
-    return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "path"])
+    return pd.DataFrame(rows, columns=["run", "state", "model", "dataset", "epoch", "best", "started", "message", "derived", "path"])
+
+
+def derived_from(status: dict[str, Any]) -> str:
+    """How a run made from another came about, for run lists and pickers ("" for a trained run): an adapted run's
+    name says nothing of it, and picking it for the parent (or the other way) on Predict is easy."""
+    parent = status.get("parent")
+    if not parent:
+        return ""
+    folder = (status.get("adaptation") or {}).get("folder")
+    return f"adapted from {parent}" + (f" to {Path(folder).name}" if folder else "")
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

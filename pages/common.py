@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -151,6 +152,13 @@ def runs_with_models(runs):
     from core.runs import can_predict
 
     return runs if runs.empty else runs[[can_predict(p) for p in runs["path"]]]
+
+
+def run_labels(runs) -> Callable[[str], str]:
+    """A run picker's format_func: the run's name, and for a run made from another how it came about ("... · adapted
+    from RUN to external-dev")."""
+    derived = dict(zip(runs["run"], runs["derived"], strict=True))
+    return lambda name: f"{name} · {derived[name]}" if derived.get(name) else name
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)

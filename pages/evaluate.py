@@ -18,7 +18,7 @@ from core.image_reader import read_image
 from core.models import ModelConfig
 from core.report import build_report
 from core.runs import list_runs, over_seeds, read_json, read_status, run_rows, settings_that_differ
-from pages.common import explainer_for, load_dataset, model_key, predictor_for, runs_with_models, thumbnail
+from pages.common import explainer_for, load_dataset, model_key, predictor_for, run_labels, runs_with_models, thumbnail
 
 st.title("Evaluate")
 runs = runs_with_models(list_runs())
@@ -29,8 +29,8 @@ if runs.empty:
 names = runs["run"].tolist()
 paths = dict(zip(runs["run"], runs["path"], strict=True))
 cols = st.columns([2, 3])
-primary = cols[0].selectbox("Run", names, key="eval_run", help="The trained model to evaluate.")
-others = cols[1].multiselect("Compare with", [n for n in names if n != primary], key="eval_compare",
+primary = cols[0].selectbox("Run", names, key="eval_run", format_func=run_labels(runs), help="The trained model to evaluate.")
+others = cols[1].multiselect("Compare with", [n for n in names if n != primary], key="eval_compare", format_func=run_labels(runs),
                              help="Other runs drawn on the same curves and in the comparison table.")
 run = Path(paths[primary])
 config, status = read_json(run / "config.json"), read_status(run)

@@ -15,7 +15,7 @@ from core.image_reader import encode_png, read_image
 from core.predict import from_model, load_model_file, predict_files, release_compiled
 from core.runs import list_runs
 from core.window import PRESETS, apply_window, robust_window
-from pages.common import explainer_for, predictor_for, runs_with_models
+from pages.common import explainer_for, predictor_for, run_labels, runs_with_models
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm", "dicom"]
 
@@ -37,7 +37,7 @@ def choose_predictor(prefix: str, runs: pd.DataFrame, label: str = "Model"):
             st.info("No trained run yet. Train one on the Train page (SmallNet on the demo set takes a few minutes), or upload a .keras model.")
             return None
         ordered = runs.sort_values("state", key=lambda s: s != "completed", kind="stable")["run"].tolist()
-        name = st.selectbox("Run", ordered, key=f"{prefix}_run")
+        name = st.selectbox("Run", ordered, key=f"{prefix}_run", format_func=run_labels(runs))
         try:
             return predictor_for(runs.set_index("run").loc[name, "path"])
         except MedImageError as exc:

@@ -15,7 +15,7 @@ from core.models import build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
 from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request, settings_that_differ
 from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, precision_for
-from pages.common import active_dataset_name, device, load_dataset, source_label
+from pages.common import active_dataset_name, device, load_dataset, run_labels, source_label
 
 st.title("Train")
 
@@ -187,7 +187,7 @@ if runs.empty:
 names = runs["run"].tolist()
 if st.session_state.get("train_run") not in names:  # first visit, or the selected run was deleted: the newest
     st.session_state["train_run"] = names[0]
-selected = st.selectbox("Run", names, key="train_run", help="The run whose progress and curves are shown below.")
+selected = st.selectbox("Run", names, key="train_run", format_func=run_labels(runs), help="The run whose progress and curves are shown below.")
 run = Path(runs.set_index("run").loc[selected, "path"])
 
 

@@ -281,6 +281,7 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     page.get_by_text("X-ray images or DICOM files").first.wait_for(timeout=120_000)
     box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text("Run", exact=True)).first
     box.click()
-    page.get_by_role("option", name=child).wait_for(timeout=30_000)  # the adapted run is offered
+    # the adapted run is offered, saying what it was made from
+    page.get_by_role("option", name=re.compile(rf"^{child} · adapted from \S+ to ")).wait_for(timeout=30_000)
     page.keyboard.press("Escape")
     assert page.locator("[data-testid='stException']").count() == 0

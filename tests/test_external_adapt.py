@@ -170,7 +170,9 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     status = read_status(child)
     assert status["parent"] == watched_run.name and read_json(child / "config.json")["adapted_from"] == watched_run.name
     assert status["adaptation"]["labels_used"] is False and status["adaptation"]["images"] == 88
-    assert status["state"] == "completed" and child.name in list_runs(child.parent)["run"].tolist()
+    listed = list_runs(child.parent).set_index("run")
+    assert status["state"] == "completed" and listed.loc[child.name, "derived"] == f"adapted from {watched_run.name} to {flat.name}"
+    assert listed.loc[watched_run.name, "derived"] == ""  # a trained run says nothing
     assert not list(child.glob(".*.keras"))  # written atomically: no temporary model left
 
     after = accuracy(child, labelled)
@@ -338,4 +340,4 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     assert "not applied" not in read_status(watched_run.parent / child)["adaptation"].get("prior_note", "")
     at.switch_page("pages/predict.py").run()
     assert not at.exception
-    assert child in at.selectbox(key="pred_run").options
+    assert f"{child} · adapted from {watched_run.name} to {site[1].name}" in at.selectbox(key="pred_run").options
