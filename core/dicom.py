@@ -31,6 +31,28 @@ _DECODER_PACKAGES = {
 }
 
 
+# Modalities that are not a projection X-ray (CR, DX), which people upload to an X-ray classifier by mistake (DICOM
+# PS3.3 C.7.3.1.1.1). "OT" (other) and codes not listed say nothing either way: a screenshot of an X-ray is often OT.
+_NOT_RADIOGRAPHS = {
+    "CT": "computed tomography", "MR": "magnetic resonance", "US": "ultrasound", "NM": "nuclear medicine",
+    "PT": "positron emission tomography", "MG": "mammography", "XA": "X-ray angiography", "RF": "fluoroscopy",
+    "IO": "intra-oral X-ray", "PX": "panoramic dental X-ray", "SM": "slide microscopy", "OP": "ophthalmic photography",
+    "XC": "external camera photography", "ES": "endoscopy", "RTDOSE": "radiotherapy dose", "SEG": "segmentation",
+}
+
+
+def modality_caution(meta: dict[str, Any]) -> str:
+    """A warning for a DICOM image whose Modality says it is not a projection X-ray (a CT slice, an MR, an ultrasound):
+    a classifier trained on radiographs still returns confident probabilities for it, which mean nothing. "" for
+    anything else, also a file that states no modality (many exports leave it out)."""
+    code = str(meta.get("modality") or "").strip().upper()
+    if code not in _NOT_RADIOGRAPHS:
+        return ""
+    return (f"This DICOM file says it is {_NOT_RADIOGRAPHS[code]} ({code}), not a projection X-ray (CR or DX). A model "
+            "trained on X-rays still gives an answer for it, and that answer means nothing unless the model was trained "
+            "on such images.")
+
+
 @dataclass(frozen=True)
 class DicomHeader:
     width: int

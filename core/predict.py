@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from core.dicom import modality_caution
 from core.errors import MedImageError
 from core.evaluate import load_run_models, prior_weighted
 from core.image_reader import read_image
@@ -150,25 +151,27 @@ def from_model(model: keras.Model, classes: list[str] | None = None, name: str =
 
 
 def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], batch_size: int = 32, progress=None) -> pd.DataFrame:
-    """One row per file (name, label, probabilities, or the error that file gave), batched."""
+    """One row per file (name, label, probabilities, or the error that file gave, and a caution such as a DICOM that is
+    not an X-ray), batched."""
     rows: list[dict] = []
     batch: list[np.ndarray] = []
-    names: list[str] = []
+    names: list[tuple[str, str]] = []
 
     def flush() -> None:
         if not batch:
             return
-        for name, score in zip(names, predictor.scores(np.stack(batch)), strict=True):
-            rows.append({"file": name, "label": predictor.label(score), **predictor.probabilities(score), "error": ""})
+        for (name, caution), score in zip(names, predictor.scores(np.stack(batch)), strict=True):
+            rows.append({"file": name, "label": predictor.label(score), **predictor.probabilities(score), "caution": caution, "error": ""})
         batch.clear()
         names.clear()
 
     for i, (name, data) in enumerate(sources, 1):
         try:
-            batch.append(predictor.prepare(read_image(data).pixels))
-            names.append(name)
+            image = read_image(data)
+            batch.append(predictor.prepare(image.pixels))
+            names.append((name, modality_caution(image.meta)))
         except MedImageError as exc:
-            rows.append({"file": name, "label": "", "error": str(exc)})
+            rows.append({"file": name, "label": "", "caution": "", "error": str(exc)})
         if len(batch) >= batch_size:
             flush()
         if progress:

@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import imagenet, segmentation
+from core.dicom import modality_caution
 from core.errors import MedImageError
 from core.gradcam import COLORMAPS, METHODS, colorize, overlay, spatial_layers
 from core.image_reader import encode_png, read_image
@@ -138,6 +139,8 @@ with classify:
             st.error(f"{upload.name}: {exc}")
             image = None
         if image is not None:
+            if caution := modality_caution(image.meta):
+                st.warning(caution)
             with st.expander("Grad-CAM settings", expanded=False):
                 cols = st.columns(3)
                 layers = spatial_layers(predictor.model)

@@ -107,8 +107,10 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
     captions = [c for img in at.get("image") for c in img.captions]
     assert any("Grad-CAM for" in c for c in captions) and not any("border crop" in c for c in captions)
     assert any("threshold" in c.value for c in at.caption)
+    assert not at.warning  # a PNG: nothing to caution about
     at.selectbox(key="pred_image").set_value("ct.dcm").run()
     assert not at.exception
+    assert any("computed tomography (CT), not a projection X-ray" in w.value for w in at.warning)
     at.selectbox(key="pred_window").set_value("Lung (CT)").run()
     at.radio(key="pred_method").set_value("Grad-CAM++").run()
     assert not at.exception

@@ -113,11 +113,34 @@ def test_predict_files_reads_dicom_and_reports_bad_files(run: Path) -> None:
     predictor = from_run(run)
     png = io.BytesIO()
     Image.fromarray(np.full((20, 30), 90, np.uint8)).save(png, format="PNG")
-    sources = [("ct.dcm", get_testdata_file("CT_small.dcm")), ("notes.png", b"not an image"), ("x.png", png.getvalue())]
+    sources = [("ct.dcm", get_testdata_file("CT_small.dcm")), ("notes.png", b"not an image"), ("x.png", png.getvalue()),
+               ("cr.dcm", get_testdata_file("6154"))]
     rows = predict_files(predictor, sources)
-    assert rows["file"].tolist() == ["ct.dcm", "notes.png", "x.png"]
+    assert rows["file"].tolist() == ["ct.dcm", "notes.png", "x.png", "cr.dcm"]
     assert rows.loc[0, "error"] == "" and rows.loc[2, "error"] == "" and rows.loc[1, "error"]
     assert rows.loc[0, "label"] in predictor.classes
+    # a CT slice still gets an answer, with the caution that says what it is; an X-ray (CR) and a PNG get none
+    assert "computed tomography (CT), not a projection X-ray" in rows.loc[0, "caution"]
+    assert rows.loc[2, "caution"] == "" and rows.loc[3, "caution"] == "" and rows.loc[3, "error"] == ""
+
+
+def test_modality_caution_names_what_is_not_an_x_ray() -> None:
+    """Every image DICOM that pydicom ships: a caution exactly for the modalities that are not a projection X-ray;
+    none for CR, for OT (a screenshot of an X-ray often is) or where the file states no modality."""
+    import pydicom
+    from pydicom.data import get_testdata_files
+
+    from core.dicom import modality_caution
+
+    said: dict[str, bool] = {}
+    for path in get_testdata_files():
+        try:
+            modality = str(pydicom.dcmread(path, stop_before_pixels=True, force=True).get("Modality", ""))
+        except Exception:  # noqa: BLE001 - the corpus holds deliberately broken files
+            continue
+        said[modality] = bool(modality_caution({"modality": modality}))
+    assert {m for m, warned in said.items() if warned} >= {"CT", "MR", "US", "NM"}
+    assert not said["CR"] and not said["OT"] and not said[""]
 
 
 def test_uploaded_models_load_only_in_safe_mode(tmp_path: Path) -> None:
