@@ -61,7 +61,8 @@ if dataset is None:
 st.subheader(f"Active: {'demo set' if source == DEMO else source_label(source)}")
 split_note = "from the source" if dataset.split_from_source else "stratified 70/15/15, seed 0"
 st.caption(f"{len(dataset.table):,} images · {len(dataset.classes)} classes · split {split_note}")
-overview, samples, balance, leakage = st.tabs(["Overview", "Samples", "Balance and split", "Duplicates and leakage"])
+overview, samples, balance, leakage = st.tabs(["Overview", "Samples", "Balance and split", "Duplicates and leakage"],
+                                             key="dataset_tabs")  # a key: a rerun that draws more above must not remount them
 
 # ---- overview -----------------------------------------------------------------------------------
 with overview:

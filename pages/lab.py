@@ -28,7 +28,7 @@ except ImageReadError as exc:
     st.stop()
 st.caption(paths[int(index)])
 
-normalisation, morph, augmentation = st.tabs(["Normalisation", "Threshold and morphology", "Augmentation"])
+normalisation, morph, augmentation = st.tabs(["Normalisation", "Threshold and morphology", "Augmentation"], key="lab_tabs")
 
 with normalisation:
     method = st.selectbox("Method", list(METHODS), index=list(METHODS).index("CLAHE"), key="lab_method")

@@ -21,7 +21,7 @@ from pages.common import explainer_for, predictor_for, run_labels, runs_with_mod
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm", "dicom"]
 
 st.title("Predict")
-classify, imagenet_tab, segment_tab = st.tabs(["Classify an X-ray", "ImageNet top-k", "Segmentation (HRNet)"])
+classify, imagenet_tab, segment_tab = st.tabs(["Classify an X-ray", "ImageNet top-k", "Segmentation (HRNet)"], key="predict_tabs")
 
 
 @st.cache_resource(show_spinner="Loading the uploaded model in Keras safe mode...", max_entries=4)
