@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.errors import MedImageError
 from core.paths import PROJECT_ROOT, models_dir
 from core.runs import effective_state, read_status, write_status
 
@@ -59,9 +60,27 @@ def start(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
     return "running"
 
 
-def resume(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
-    """Queue a stopped, failed or interrupted run again; it continues from last.keras."""
+def resume_refusal(run: Path) -> str:
+    """Why the run cannot be continued ("" when it can). A job without last.keras builds a fresh model and trains it
+    from epoch 0, so resuming a run that holds a model but no last.keras would overwrite that model: an adapted run
+    (made by `adapt`, never trained) or one whose last checkpoint is gone."""
     run = Path(run)
+    parent = read_status(run).get("parent")
+    if parent:
+        return (f"{run.name} was made by adapting {parent}, not by training, so there is no training to continue. Adapt "
+                f"{parent} again, or train a new run.")
+    if not (run / "last.keras").exists() and any((run / name).exists() for name in ("best.keras", "final.keras")):
+        return (f"{run.name} holds a trained model but no last.keras to continue from: training would start over and "
+                "overwrite it. Train a new run instead.")
+    return ""
+
+
+def resume(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
+    """Queue a stopped, failed or interrupted run again; it continues from last.keras. Refused (MedImageError, the run
+    untouched) where `resume_refusal` gives a reason."""
+    run = Path(run)
+    if reason := resume_refusal(run):
+        raise MedImageError(reason)
     (run / ".claimed").unlink(missing_ok=True)
     write_status(run, state="queued", message="")
     return start(run, max_running)

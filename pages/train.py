@@ -13,7 +13,18 @@ from core.external import EXTERNAL_FILE
 from core.glossary import help_text
 from core.models import build_model
 from core.recipes import RECIPE_EPOCHS, create_recipe_run, recipe_config, weights_found
-from core.runs import FINAL_STATES, create_run, delete_run, effective_state, list_runs, read_metrics, read_status, request, settings_that_differ
+from core.runs import (
+    FINAL_STATES,
+    create_run,
+    delete_run,
+    derived_from,
+    effective_state,
+    list_runs,
+    read_metrics,
+    read_status,
+    request,
+    settings_that_differ,
+)
 from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, precision_for
 from pages.common import active_dataset_name, device, load_dataset, run_labels, source_label
 
@@ -202,6 +213,9 @@ def live_view(run: Path) -> None:
                 + (f" · ETA {eta:.0f} s" if state == "running" and eta else ""))
     if status.get("message"):
         st.warning(status["message"])
+    if derived := derived_from(status):
+        st.caption(f"{derived.capitalize()}: a copy of its parent's model with statistics re-measured on that site's images "
+                   "(no labels read, no training), so the curves below are the parent's.")
     if status.get("weights"):
         st.caption(f"Backbone weights: {status['weights']}")
     if status.get("best_value") is not None:
@@ -241,8 +255,10 @@ def controls(run: Path, state: str) -> None:
                       help="Change the learning rate from the next batch on, e.g. lower it when the curves stop improving "
                            "(a cosine schedule slides down from the new value)."):
         request(run, lr=float(new_lr))
-    if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed"), key="ctl_resume",
-                      help="Continue from the last checkpoint; a completed run is extended by the 'Extend by' epochs."):
+    refusal = jobs.resume_refusal(run)
+    if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed") or bool(refusal),
+                      key="ctl_resume", help=refusal or "Continue from the last checkpoint; a completed run is extended by the "
+                                                      "'Extend by' epochs."):
         if state == "completed":
             request(run, extend=int(extend_by))
         st.info(f"Resumed: {jobs.resume(run)}")

@@ -341,3 +341,8 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     at.switch_page("pages/predict.py").run()
     assert not at.exception
     assert f"{child} · adapted from {watched_run.name} to {site[1].name}" in at.selectbox(key="pred_run").options
+    # on Train the adapted run says what it is, and cannot be "resumed": that would train a fresh model over it
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_run").set_value(child).run()
+    assert not at.exception and at.button(key="ctl_resume").disabled
+    assert any(c.value.startswith(f"Adapted from {watched_run.name}") for c in at.caption)

@@ -19,7 +19,7 @@ import pytest
 from core import jobs
 from core.models import ModelConfig
 from core.pipeline import PipelineConfig
-from core.runs import create_run, effective_state, latest_run, list_runs, read_metrics, read_status, request
+from core.runs import create_run, effective_state, latest_run, list_runs, read_metrics, read_status, request, write_status
 from core.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -545,3 +545,25 @@ def test_a_checkpoint_whose_head_cannot_learn_the_classes_is_not_resumed(tmp_pat
     assert run_job(run, verbose=0) == "failed"
     assert "cannot learn this dataset's 3 classes" in read_status(run)["message"]
     assert (run / "last.keras").exists() and json.loads((run / "config.json").read_text())["model"]["head"] == "binary"
+
+
+def test_a_run_with_a_model_but_nothing_to_continue_is_not_resumed(tmp_path: Path) -> None:
+    """Resuming a run without last.keras starts a fresh model at epoch 0 and overwrites best.keras: an adapted run (made
+    by `adapt`, never trained) and a run whose last checkpoint is gone are refused, the folder untouched."""
+    from core.errors import MedImageError
+
+    adapted = create_run(_config(epochs=2), tmp_path)
+    write_status(adapted, state="completed", parent="20260101-000000-smallnet-abcd", epoch=2, epochs=2)
+    (adapted / "best.keras").write_bytes(b"the adapted model")
+    lost = create_run(_config(epochs=2), tmp_path)
+    write_status(lost, state="stopped", epoch=1, epochs=2)
+    (lost / "best.keras").write_bytes(b"a trained model")
+    fresh = create_run(_config(epochs=2), tmp_path)
+    assert "made by adapting 20260101-000000-smallnet-abcd" in jobs.resume_refusal(adapted)
+    assert "no last.keras to continue from" in jobs.resume_refusal(lost)
+    assert jobs.resume_refusal(fresh) == ""  # nothing to overwrite: a stopped run before its first epoch starts over
+    for run in (adapted, lost):
+        before, model = read_status(run), (run / "best.keras").read_bytes()
+        with pytest.raises(MedImageError):
+            jobs.resume(run)
+        assert read_status(run) == before and (run / "best.keras").read_bytes() == model and not (run / ".claimed").exists()
