@@ -141,7 +141,8 @@ with classify:
         if image is not None:
             if caution := modality_caution(image.meta):
                 st.warning(caution)
-            with st.expander("Grad-CAM settings", expanded=False):
+            # a key: the warning above comes and goes with the image, and a shifted expander would fold itself up again
+            with st.expander("Grad-CAM settings", expanded=False, key="pred_cam_settings"):
                 cols = st.columns(3)
                 layers = spatial_layers(predictor.model)
                 cam_options = {
