@@ -98,6 +98,9 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
     if chosen:
         lines.append(chosen[0][0].upper() + "; ".join(chosen)[1:] + ".")
     lines.append(f"Seed {config.get('seed', 0)}.")
+    if config.get("adapted_from"):  # written by core.adapt into the child's config
+        lines.append(f"Then adapted, not trained: run {config['adapted_from']}'s model with its BatchNorm statistics "
+                     f"re-measured on the unlabeled images of {Path(str(config.get('adapted_on', '?'))).name} (no labels read).")
     return lines
 
 
@@ -192,9 +195,7 @@ def to_markdown(card: dict[str, Any]) -> str:
     if card["evaluations"]:
         lines += ["| images | n | accuracy | AUC | sensitivity | specificity |", "| --- | --- | --- | --- | --- | --- |"]
         for name, v in card["evaluations"].items():
-            sens = f"{v['sensitivity']:.3f}" if "sensitivity" in v else "n/a"
-            spec = f"{v['specificity']:.3f}" if "specificity" in v else "n/a"
-            lines.append(f"| {name} | {v.get('n')} | {_ci(v, 'accuracy')} | {_ci(v, 'auc')} | {sens} | {spec} |")
+            lines.append(f"| {name} | {v.get('n')} | " + " | ".join(_ci(v, k) for k in ("accuracy", "auc", "sensitivity", "specificity")) + " |")
     else:
         lines.append("No stored evaluation: run Evaluate (or `python -m core evaluate`) before exporting.")
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card["limitations"]]

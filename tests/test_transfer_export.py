@@ -230,6 +230,8 @@ def test_export_matches_the_run_and_writes_a_card(demo_run: Path, tmp_path: Path
     assert any("No external validation" in item for item in card["limitations"])
     md = (tmp_path / "out" / "model_card.md").read_text()
     assert "Not for clinical use".lower() in md.lower() and "| test | 44 |" in md
+    test_row = next(line for line in md.splitlines() if line.startswith("| test | 44 |"))
+    assert test_row.count("(") == 4  # accuracy, AUC, sensitivity and specificity, each with its interval
     assert "## Training procedure" in md and f"- {procedure[0]}" in md
     assert not list((tmp_path / "out").glob(".export-*"))  # no temporary folder left behind
 
@@ -254,6 +256,10 @@ def test_the_card_says_how_a_run_was_trained() -> None:
     assert lines[2:] == ["No augmentation.", "CutMix (factor 1.0).", "Seed 0."]
     older = {k: v for k, v in changed.items() if k not in ("cosine", "cutmix")}
     assert training_procedure(older)[2:] == ["No augmentation.", "Seed 0."]
+    # an adapted run's config (core.adapt writes its lineage there): the card and the report say what was done after training
+    adapted = {**older, "adapted_from": "20261128-025844-mobilenetv2-05c0", "adapted_on": "/data/chest_xray/external-dev"}
+    assert training_procedure(adapted)[-1] == ("Then adapted, not trained: run 20261128-025844-mobilenetv2-05c0's model with its "
+                                               "BatchNorm statistics re-measured on the unlabeled images of external-dev (no labels read).")
 
 
 def test_export_refuses_bad_requests(demo_run: Path, tmp_path: Path) -> None:
