@@ -101,7 +101,7 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
         "Not for clinical use. This is a research and teaching tool; no result here is a diagnosis.",
         f"Class balance of the evaluated images: {balance}. Accuracy depends on it; sensitivity, specificity and AUC do not.",
         "External validation: " + validation,
-        f"Decision threshold {summary.get('threshold', 'n/a')} ({status.get('threshold_source', 'default 0.5')})."
+        f"Decision threshold {_fmt(summary.get('threshold', 'n/a'))} ({status.get('threshold_source', 'default 0.5')})."
         if summary.get("head") == "binary"
         else "",
     ]
@@ -115,14 +115,14 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
         ("epochs trained", status.get("epoch")),
     ]
     procedure = "".join(f"<li>{html.escape(line)}</li>" for line in training_procedure(config))
-    split_html = split_counts.to_html() if split_counts is not None else ""
+    split_html = f"<h2>Dataset</h2>{split_counts.to_html()}" if split_counts is not None else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Report {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}table{{border-collapse:collapse;margin:.5em 0}}
 th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.warn{{background:#fff3cd;padding:.7em;border-radius:6px}}</style></head><body>
 <h1>Evaluation report: {html.escape(run.name)}</h1>
 <p>Evaluated on <b>{html.escape(name)}</b> ({len(predictions)} images), {now_iso()}.</p>
 <div class="warn"><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in limitations if x)}</ul></div>
-<h2>Dataset</h2>{split_html}<h2>Configuration</h2>{_table(config_rows)}<h3>Training procedure</h3><ul>{procedure}</ul>
+{split_html}<h2>Configuration</h2>{_table(config_rows)}<h3>Training procedure</h3><ul>{procedure}</ul>
 <h2>Metrics</h2>{_table(_metric_rows(summary))}
 {_gap_html(gap) if not gap.empty else ""}
 <h2>Figures</h2>{"".join(parts)}

@@ -184,6 +184,9 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
     external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
     assert "came from a source other than the training set" in external
     assert "Generalisation gap" not in html  # scored on no other set
+    assert "<h2>Dataset</h2>" in html and "<h2>Dataset</h2>" not in external  # no counts given: no empty heading
+    tuned = build_report(trained, "test", predictions, summarize(trained, predictions, n_boot=10, threshold=0.8581209480762482))
+    assert "Decision threshold 0.8581 (" in tuned  # not the float's 16 digits
 
 
 def test_report_carries_the_generalisation_gap_of_a_run_scored_elsewhere(trained: Path, tmp_path: Path) -> None:
