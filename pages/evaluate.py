@@ -126,6 +126,13 @@ def summary_for(folder: Path, threshold: float | None = None):
 
 head = ModelConfig.from_dict(config.get("model", {})).head
 threshold = None
+CARDS = ("accuracy", "sensitivity", "specificity", "f1", "auc", "ppv")  # a binary run's live metrics, left to right
+
+
+def card_label(key: str) -> str:
+    return key.upper() if key in ("auc", "ppv") else key.capitalize()
+
+
 if head == "binary":
     y = (predictions["label"] == classes[1]).to_numpy(int)
     p = predictions[f"p_{classes[1]}"].to_numpy(float)
@@ -158,12 +165,13 @@ if head == "binary":
         st.warning(st.session_state.pop("eval_message"))
     st.caption(f"Saved with the run: {status.get('threshold', 0.5):.3f} ({status.get('threshold_source', 'default 0.5')}).")
     live = metrics.binary_metrics(y, p, threshold)
-    cols = st.columns(6)
-    for col, k in zip(cols, ("accuracy", "sensitivity", "specificity", "f1", "auc", "ppv"), strict=True):
-        col.metric(k.upper() if k in ("auc", "ppv") else k.capitalize(), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}",
-                   help=help_text(term_for(k)))
+    for col, k in zip(st.columns(len(CARDS)), CARDS, strict=True):
+        col.metric(card_label(k), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}", help=help_text(term_for(k)))
 
 summary = summary_for(run, threshold)
+if head == "binary":  # the intervals of the cards above, at this threshold (the Report tab lists every metric's)
+    st.caption("95% bootstrap intervals: " + " · ".join(
+        f"{card_label(k)} {lo:.3f}-{hi:.3f}" for k in CARDS for lo, hi in [summary[f"{k}_ci95"]] if np.isfinite(lo)))
 tabs = st.tabs(["Confusion", "Curves", "Calibration", "Report", "Misclassified", "Compare runs", "Generalisation gap", "Download",
                "Export", "Adapt to a site"], key="evaluate_tabs")
 with tabs[0]:

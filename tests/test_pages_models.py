@@ -58,6 +58,7 @@ def test_evaluate_predicts_tunes_and_saves_a_threshold(models_dir: Path) -> None
     assert not at.exception and not at.error
     assert (run / "predictions-test.csv").exists()
     assert {m.label for m in at.metric} >= {"Accuracy", "Sensitivity", "Specificity", "AUC"}
+    assert any(c.value.startswith("95% bootstrap intervals: Accuracy ") and "Specificity" in c.value for c in at.caption)
     assert any(b.label == "Predict again" for b in at.button)  # the button says what it does now
     # the misclassified gallery explains an image once one is chosen, not on every first view (the model load and its
     # gradient graph took most of that view's seconds)
