@@ -265,7 +265,8 @@ with tabs[5]:
                 {
                     "run": label,
                     **{k: round(s[k], 4) for k in ("accuracy", "auc", "f1", "kappa", "sensitivity", "specificity") if k in s},
-                    **{f"{k} 95% CI": f"{s[k + '_ci95'][0]:.3f}-{s[k + '_ci95'][1]:.3f}" for k in ("accuracy", "auc") if k + "_ci95" in s},
+                    **{f"{k} 95% CI": f"{s[k + '_ci95'][0]:.3f}-{s[k + '_ci95'][1]:.3f}"
+                       for k in ("accuracy", "auc", "sensitivity", "specificity") if k + "_ci95" in s},
                 }
             )
         frame = pd.DataFrame(table).set_index("run")

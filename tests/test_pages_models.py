@@ -257,6 +257,8 @@ def test_evaluate_compares_runs_by_score_and_by_what_was_changed(models_dir: Pat
     at.selectbox(key="eval_run").set_value(good.name).run()
     at.multiselect(key="eval_compare").set_value([changed.name]).run()
     assert not at.exception and not at.error
+    scores = next(d.value for d in at.dataframe if "accuracy" in d.value.columns)
+    assert {"accuracy 95% CI", "sensitivity 95% CI", "specificity 95% CI"} <= set(scores.columns)
     differ = next(d.value for d in at.dataframe if "learning_rate" in d.value.index)
     assert set(differ.index) == {"cosine", "learning_rate"} and differ.loc["cosine"].tolist() == ["False", "True"]
     assert not any("seeds" in d.value.columns for d in at.dataframe)  # one run a variant: no spread to show
