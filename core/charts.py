@@ -224,9 +224,12 @@ EXTERNAL_COLORS = ("#C0392B", "#16A085", "#8E44AD", "#2C3E50")
 
 
 def generalisation_curves_figure(external: pd.DataFrame) -> go.Figure:
-    """Validation and each external set per epoch (external.csv): loss, AUC and accuracy at the run's threshold,
-    all computed the same way, so a widening gap between the lines is the generalisation gap."""
-    panels = [("loss", "loss (cross-entropy)"), ("auc", "AUC"), ("accuracy", "accuracy at the threshold")]
+    """Validation and each external set per epoch (external.csv): loss, AUC, and accuracy, sensitivity and specificity
+    at the run's threshold (the rates of a binary run: another hospital's loss often shows in one of them), all computed
+    the same way, so a widening gap between the lines is the generalisation gap."""
+    panels = [("loss", "loss (cross-entropy)"), ("auc", "AUC"), ("accuracy", "accuracy at the threshold"),
+              ("sensitivity", "sensitivity"), ("specificity", "specificity")]
+    panels = [(key, title) for key, title in panels if key in external and external[key].notna().any()]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
     names = list(dict.fromkeys(external["set"]))
     for i, name in enumerate(names):

@@ -98,6 +98,20 @@ def test_monitor_never_touches_keras_logs(tmp_path: Path) -> None:
     assert list(written["set"]) == ["validation", "external-x"] and (written["n"] == 12).all()
 
 
+def test_live_external_curves_show_the_rates_where_another_hospital_differs() -> None:
+    """The Train page's validation-vs-external figure draws sensitivity and specificity beside loss, AUC and accuracy;
+    an external.csv without them (written before they were scored) draws what it has."""
+    from core.charts import generalisation_curves_figure
+
+    frame = pd.DataFrame({"epoch": [1, 1, 2, 2], "set": ["validation", "external-b"] * 2, "loss": [.3, .5, .2, .5],
+                          "auc": [.9, .8, .95, .8], "accuracy": [.9, .8, .9, .8], "sensitivity": [.9, .99, .9, .99],
+                          "specificity": [.9, .6, .92, .6]})
+    titles = [a.text for a in generalisation_curves_figure(frame).layout.annotations]
+    assert titles == ["loss (cross-entropy)", "AUC", "accuracy at the threshold", "sensitivity", "specificity"]
+    older = [a.text for a in generalisation_curves_figure(frame.drop(columns=["sensitivity", "specificity"])).layout.annotations]
+    assert older == titles[:3]
+
+
 def test_gap_sentences_say_when_the_gap_is_beyond_the_intervals(tmp_path: Path) -> None:
     from core.generalisation import gap_sentences, gap_table
     from core.runs import create_run, write_status
