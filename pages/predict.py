@@ -134,7 +134,11 @@ with classify:
         chosen = st.selectbox("Image", names, key="pred_image") if len(uploads) > 1 else names[0]
         upload = uploads[names.index(chosen)]
         try:
-            image = read_image(upload.getvalue())
+            image = read_image(upload.getvalue())  # a multi-frame DICOM: its middle frame first
+            if (frames := int(image.meta.get("frames", 1))) > 1:
+                frame = st.slider(f"Frame (of {frames})", 1, frames, int(image.meta.get("frame", 0)) + 1, key=f"pred_frame_{upload.name}",
+                                  help="This file holds several images (a cine loop, a tomosynthesis stack); the model sees one.")
+                image = read_image(upload.getvalue(), frame=frame - 1) if frame - 1 != image.meta.get("frame") else image
         except MedImageError as exc:
             st.error(f"{upload.name}: {exc}")
             image = None

@@ -120,6 +120,21 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
     assert len(at.dataframe) >= 1  # the batch table of all three uploads (the bad one with its error)
 
 
+def test_predict_page_picks_a_frame_of_a_multi_frame_dicom() -> None:
+    """A multi-frame file (pydicom's 2-frame RLE secondary capture) opens on its middle frame with a frame slider; the
+    chosen frame is the one classified."""
+    from pydicom.data import get_testdata_file
+
+    at = _page("pages/predict.py")
+    two = Path(get_testdata_file("SC_rgb_rle_2frame.dcm")).read_bytes()
+    at.file_uploader(key="pred_files").set_value([("two.dcm", two, "application/dicom")]).run()
+    assert not at.exception and not at.error
+    slider = at.slider(key="pred_frame_two.dcm")
+    assert slider.label == "Frame (of 2)" and slider.max == 2 and slider.value == 2  # the middle of 2 frames: index 1
+    slider.set_value(1).run()
+    assert not at.exception and not at.error and '"frame": 0' in at.json[0].value
+
+
 def test_reruns_keep_the_compiled_model_and_a_load_clears_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Streamlit clears Keras' session after every run, which made each Predict rerun recompile its model
     (1.2 s instead of 0.2 s with a MobileNetV2 run, bench/rerun_bench.py). The pages clear it only when they load a model."""
