@@ -110,8 +110,13 @@ def result_sentence(summary: dict[str, Any], classes: list[str]) -> str:
     sick, healthy = classes[1].lower(), classes[0].lower()
     found = round(100 * summary["sensitivity"])
     alarms = round(100 * (1 - summary["specificity"]))
-    return (f"On {summary['n']} X-rays it never saw while learning: of 100 children with {sick}, it would flag about "
+    said = (f"On {summary['n']} X-rays it never saw while learning: of 100 children with {sick}, it would flag about "
             f"{found} and miss {100 - found}. Of 100 {healthy} children, it would wrongly flag about {alarms}.")
+    lo, hi = summary.get("sensitivity_ci95", (float("nan"),) * 2)
+    if np.isfinite(lo):  # a few dozen test X-rays: say how rough "about" is, from the bootstrap
+        said += (f" With so few X-rays these numbers are rough: on another {summary['n']} like them it could as easily find "
+                 f"anywhere from {round(100 * lo)} to {round(100 * hi)} of 100.")
+    return said
 
 
 def auc_sentence(summary: dict[str, Any]) -> str:

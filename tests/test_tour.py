@@ -25,6 +25,9 @@ def test_sentences_turn_numbers_into_children() -> None:
     text = tour.result_sentence(summary, ["NORMAL", "PNEUMONIA"])
     assert "of 100 children with pneumonia, it would flag about 95 and miss 5" in text
     assert "Of 100 normal children, it would wrongly flag about 10" in text and "45 X-rays" in text
+    assert "rough" not in text  # no interval given, nothing said of one
+    rough = tour.result_sentence({**summary, "sensitivity_ci95": [0.86, 1.0]}, ["NORMAL", "PNEUMONIA"])
+    assert rough.endswith("on another 45 like them it could as easily find anywhere from 86 to 100 of 100.")
     assert "97 times in 100" in tour.auc_sentence(summary)
     said = tour.threshold_sentence(0.42, "Youden's J on the validation split", ["NORMAL", "PNEUMONIA"])
     assert "PNEUMONIA when its probability is 0.42 or more" in said and "validation" in said
