@@ -90,8 +90,9 @@ def ablation(args: argparse.Namespace) -> None:
 
     from core.augment import AugmentConfig
     from core.dataset import open_dataset
-    from core.recipes import create_recipe_run, grouped_split
+    from core.recipes import create_recipe_run
     from core.runs import read_status
+    from core.splits import grouped_split
     from core.train import run_job
 
     table = open_dataset(args.data).table

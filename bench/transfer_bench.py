@@ -48,8 +48,8 @@ def main() -> None:
 
     from core.dataset import open_dataset
     from core.evaluate import binary_summary, load_predictions, predict_table
-    from core.recipes import grouped_split
     from core.runs import read_status
+    from core.splits import grouped_split
     from core.train import create_run_with_rows, make_config, run_job
 
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="transfer-bench-"))

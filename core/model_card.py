@@ -34,20 +34,20 @@ def _versions() -> dict[str, str]:
 def _training_data(run: Path, config: dict[str, Any]) -> dict[str, Any]:
     from core.dataset_store import open_source
     from core.errors import MedImageError
-    from core.recipes import patient_id
+    from core.splits import patients_across
 
     try:
         table = run_rows(run, config, open_source(config["data"]).table)
     except (MedImageError, OSError) as exc:
         return {"source": config["data"], "error": f"the dataset could not be opened to summarise it ({exc})"}
     counts = table.groupby(["label", "split"]).size().unstack(fill_value=0)
-    patients = {split: {patient_id(p) for p in table.loc[table["split"] == split, "path"]} for split in ("train", "val", "test")}
+    shared = patients_across(table)
     return {
         "source": config["data"],
         "counts": {label: {split: int(n) for split, n in row.items()} for label, row in counts.iterrows()},
         "split": "the run's own split (rows.csv)" if config.get("rows") else "the dataset's split",
-        "patients_shared_train_test": len(patients["train"] & patients["test"]),
-        "patients_shared_train_val": len(patients["train"] & patients["val"]),
+        "patients_shared_train_test": shared["train_test"],
+        "patients_shared_train_val": shared["train_val"],
     }
 
 

@@ -25,15 +25,12 @@ hospital's images are bench/generalisation_bench.py (results in the README).
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from core.augment import AugmentConfig
 from core.catalog import RECIPES
+from core.splits import grouped_split
 from core.train import TrainConfig, make_config
 
 # xray: ~1.6 min an epoch on 2 CPU cores in float32 (19 min in all, external set watched) for 5,216 X-rays at 224 px;
@@ -47,39 +44,6 @@ RECIPE_ES_START = 8
 # gamma 0.4, noise 0.03) cost 1.7-2.7 points of validation accuracy and bought no robustness: the
 # in-model equalisation already makes the network blind to exposure curves (bench/recipe_bench.py).
 RECIPE_AUGMENT = AugmentConfig()
-# person123_bacteria_4.jpeg, person45_virus_9.jpeg -> person123; IM-0115-0001.jpeg, NORMAL2-IM-0927-0001 -> IM-0115
-_PATIENT = re.compile(r"^(person\d+)_|^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
-
-
-def patient_id(path: str) -> str:
-    """The patient a file belongs to, from Kermany-style names; otherwise the file itself."""
-    name = Path(path).name
-    match = _PATIENT.match(name)
-    return (match.group(1) or match.group(2)) if match else name
-
-
-def grouped_split(table: pd.DataFrame, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> pd.DataFrame:
-    """Stratified train/val/test split that keeps each patient's images on one side.
-
-    Patients are shuffled per class (a patient's class = their most common label) and cut so each
-    split gets its share of the class's images.
-    """
-    out = table.copy()
-    out["group"] = [patient_id(p) for p in out["path"]]
-    group_label = out.groupby("group")["label"].agg(lambda s: s.value_counts().index[0])
-    sizes = out.groupby("group").size()
-    rng = np.random.default_rng(seed)
-    split_of: dict[str, str] = {}
-    for label in sorted(group_label.unique(), key=str):
-        groups = group_label.index[group_label == label].to_numpy()
-        groups = groups[rng.permutation(len(groups))]
-        cumulative = np.cumsum(sizes[groups].to_numpy()) / sizes[groups].sum()
-        for group, at in zip(groups, cumulative, strict=True):
-            split_of[group] = "test" if at <= fractions[2] else "val" if at <= fractions[2] + fractions[1] else "train"
-    out["split"] = out["group"].map(split_of)
-    return out.drop(columns="group")
-
-
 def recipe_config(name: str, data: str, seed: int = 0, epochs: int | None = None, weights: str = "imagenet") -> TrainConfig:
     """The TrainConfig of a named recipe for a two-class X-ray dataset."""
     if name not in RECIPES:

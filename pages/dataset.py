@@ -9,7 +9,16 @@ from core.dataset import DEMO, KAGGLE_PREFIX, class_counts, imbalance_ratio, pre
 from core.dataset_store import SAVED_PREFIX, list_definitions, save_definition
 from core.errors import MedImageError
 from core.splits import class_weights
-from pages.common import DATASET_KEY, active_dataset_name, duplicate_pairs, load_dataset, paged_table, source_label, thumbnail
+from pages.common import (
+    DATASET_KEY,
+    active_dataset_name,
+    duplicate_pairs,
+    load_dataset,
+    paged_table,
+    patients_split,
+    source_label,
+    thumbnail,
+)
 
 st.title("Dataset")
 
@@ -59,7 +68,9 @@ if dataset is None:
     st.stop()
 
 st.subheader(f"Active: {'demo set' if source == DEMO else source_label(source)}")
-split_note = "from the source" if dataset.split_from_source else "stratified 70/15/15, seed 0"
+shared = patients_split(source)  # Kermany-style names: splits keep each patient on one side
+split_note = ("from the source" if dataset.split_from_source
+              else f"{'by patient (ids in the file names), ' if shared is not None else 'stratified '}70/15/15, seed 0")
 st.caption(f"{len(dataset.table):,} images · {len(dataset.classes)} classes · split {split_note}")
 overview, samples, balance, leakage = st.tabs(["Overview", "Samples", "Balance and split", "Duplicates and leakage"],
                                              key="dataset_tabs")  # a key: a rerun that draws more above must not remount them
@@ -130,7 +141,8 @@ with balance:
     max_per = cols[0].number_input("Max per class (0 = all)", 0, 10**7, 0, step=50, key="trim_max")
     min_per = cols[1].number_input("Drop classes under (0 = keep all)", 0, 10**7, 0, step=10, key="trim_min")
     resplit = cols[2].checkbox("Re-split", value=not dataset.split_from_source, disabled=not dataset.split_from_source,
-                               help="Keep the source's train/val/test folders, or make a new stratified split.", key="resplit")
+                               help="Keep the source's train/val/test folders, or make a new stratified split (by patient "
+                                    "where the file names carry patient ids).", key="resplit")
     seed = cols[3].number_input("Seed", 0, 10**6, 0, key="split_seed")
     cols = st.columns(2)
     train_f = cols[0].slider("Train fraction", 0.1, 0.95, 0.70, 0.05, key="train_fraction")
@@ -170,6 +182,11 @@ with balance:
 with leakage:
     st.caption("Exact copies (same bytes) and near copies (256-bit perceptual hash) within and across splits. "
                "A test image with a twin in train makes the test score flatter the model.")
+    if shared is not None:  # the other leak: one child's images on both sides, which no image comparison sees
+        (st.warning if any(shared.values()) else st.caption)(
+            f"Patients (ids in the file names) with images in both train and test: {shared['train_test']:,}; in both train "
+            f"and validation: {shared['train_val']:,}" + (". Re-split under 'Balance and split' to keep each patient on one "
+                                                          "side." if any(shared.values()) else "."))
     threshold = st.slider("Near-duplicate threshold (bits of 256)", 0, 40, 10, key="dup_threshold")
     if st.button("Find duplicates", key="dup_button") or st.session_state.get("dup_done") == (source, threshold):
         pairs, summary = duplicate_pairs(source, threshold)

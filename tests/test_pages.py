@@ -59,6 +59,26 @@ def test_dataset_page_opens_a_folder(tmp_path: Path) -> None:
     assert "15 images · 2 classes" in _text(at)
 
 
+def test_dataset_page_splits_by_patient_when_the_names_carry_ids(tmp_path: Path) -> None:
+    """Kermany-style names (person12_bacteria_3.jpeg): opening the folder splits by patient, the page says so, and the
+    leakage tab counts the patients on both sides (none)."""
+    import numpy as np
+    from PIL import Image
+
+    for label, first, base in (("NORMAL", 0, 60), ("PNEUMONIA", 100, 150)):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        for i in range(40):  # two images per child
+            Image.fromarray(np.full((24, 24), base + i, np.uint8)).save(tmp_path / "ds" / label / f"person{first + i // 2}_x_{i}.png")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("pages/dataset.py").run()
+    at.radio[0].set_value("Folder").run()
+    at.text_input[0].input(str(tmp_path / "ds")).run()
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert "80 images · 2 classes · split by patient (ids in the file names), 70/15/15" in _text(at)
+    assert any("both train and test: 0; in both train and validation: 0." in c.value for c in at.caption)
+
+
 def test_server_config_is_safe_by_default() -> None:
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "localhost"

@@ -14,8 +14,9 @@ from core.augment import AugmentConfig, build_augmentation
 from core.dataset import DEMO, open_dataset
 from core.evaluate import predict_table
 from core.models import IntensityNorm, ModelConfig, build_model
-from core.recipes import RECIPES, create_recipe_run, grouped_split, patient_id, recipe_config
+from core.recipes import RECIPES, create_recipe_run, recipe_config
 from core.runs import read_json, read_status
+from core.splits import assign_split, grouped_split, has_patient_ids, patient_id, patients_across
 from core.train import TrainConfig, run_job
 from tests.conftest import CHEST_XRAY
 
@@ -41,14 +42,25 @@ def test_grouped_split_keeps_patients_together_and_stratifies() -> None:
 
 
 @pytest.mark.skipif(not CHEST_XRAY.exists(), reason="../shared/data/chest_xray is not here")
-def test_chest_xray_random_split_leaks_patients_grouped_does_not() -> None:
+def test_chest_xray_default_split_keeps_each_patient_on_one_side() -> None:
+    """The public set's file names carry patient ids, so opening it splits by patient: the split by image it used to get
+    shared hundreds of patients between train and val (a validation score partly on children it had trained on)."""
     table = open_dataset(str(CHEST_XRAY)).table
-    ids = table["path"].map(patient_id)
-    random_leak = len(set(ids[table["split"] == "train"]) & set(ids[table["split"] == "val"]))
-    grouped = grouped_split(table)
-    gids = grouped["path"].map(patient_id)
-    assert random_leak > 100  # the default random split shares hundreds of patients between train and val
-    assert not set(gids[grouped["split"] == "train"]) & set(gids[grouped["split"] == "val"])
+    assert has_patient_ids(table) and patients_across(table) == {"train_test": 0, "train_val": 0}
+    share = table["split"].value_counts(normalize=True)
+    assert abs(share["train"] - 0.70) < 0.02 and abs(share["test"] - 0.15) < 0.02
+    by_image = table.assign(split=np.random.default_rng(0).choice(["train", "val", "test"], len(table), p=[0.7, 0.15, 0.15]))
+    assert patients_across(by_image)["train_val"] > 100
+
+
+def test_only_names_with_shared_patient_ids_group_the_split() -> None:
+    """Names without ids (the demo set's) or with one image per id split by image, as before: every class in every split."""
+    single = pd.DataFrame({"path": [f"person{i}_virus_1.jpeg" for i in range(30)], "label": ["a", "b", "c"] * 10})
+    assert not has_patient_ids(single) and not has_patient_ids(open_dataset(DEMO).table)
+    assert (single.pipe(assign_split).groupby("label")["split"].nunique() == 3).all()
+    twice = pd.DataFrame({"path": [f"person{i // 2}_virus_{i}.jpeg" for i in range(40)], "label": ["a"] * 20 + ["b"] * 20})
+    out = assign_split(twice, seed=1)
+    assert has_patient_ids(twice) and patients_across(out) == {"train_test": 0, "train_val": 0}
 
 
 def test_equalize_is_invariant_to_exposure_and_round_trips() -> None:
