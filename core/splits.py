@@ -67,6 +67,19 @@ def grouped_split(table: pd.DataFrame, fractions: tuple[float, float, float] = (
     return out.drop(columns="group")
 
 
+def fold_indices(pool: pd.DataFrame, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """The validation rows of each of `folds` stratified folds; grouped by patient (StratifiedGroupKFold) where the file
+    names carry patient ids, so no fold validates on a child it also trains on."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if has_patient_ids(pool):
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        parts = splitter.split(pool["path"], pool["label"], groups=pool["path"].map(patient_id))
+    else:
+        parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(pool["path"], pool["label"])
+    return [val for _, val in parts]
+
+
 def assign_split(table: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0) -> pd.DataFrame:
     """Stratified, seeded train/val/test split (a copy of the table with `split` filled); by patient (`grouped_split`)
     where the file names carry patient ids, so no patient is on both sides.

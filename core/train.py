@@ -561,14 +561,12 @@ def _run_folds(run: Path, config: TrainConfig, table: pd.DataFrame) -> str:
     The test split is never used here; each fold validates on its k-th part of train+val. The fold
     models (fold-k/best.keras) form the ensemble the Evaluate page can average.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     from core.runs import create_run
+    from core.splits import fold_indices
 
     pool = table[table["split"].isin(["train", "val"])].reset_index(drop=True)
-    folds = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     summary = []
-    for k, (_, val_idx) in enumerate(folds.split(pool["path"], pool["label"]), 1):
+    for k, val_idx in enumerate(fold_indices(pool, config.folds, config.seed), 1):
         fold_dir = run / f"fold-{k}"
         if not (fold_dir / "config.json").exists():
             split = pd.Series("train", index=pool.index)

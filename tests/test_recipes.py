@@ -53,6 +53,23 @@ def test_chest_xray_default_split_keeps_each_patient_on_one_side() -> None:
     assert patients_across(by_image)["train_val"] > 100
 
 
+def test_k_folds_keep_each_patient_in_one_fold() -> None:
+    """K-fold CV groups by patient where the names carry ids (StratifiedGroupKFold), and is plain stratified otherwise."""
+    from core.splits import fold_indices
+
+    rows = [(f"person{p}_bacteria_{i}.jpeg", "PNEUMONIA") for p in range(60) for i in range(p % 4 + 1)]
+    rows += [(f"IM-{p:04d}-000{i}.jpeg", "NORMAL") for p in range(50) for i in range(1, 3)]
+    pool = pd.DataFrame(rows, columns=["path", "label"])
+    parts = fold_indices(pool, 5, seed=0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(pool)))  # every row validated exactly once
+    fold_of = pd.Series(0, index=pool.index)
+    for k, part in enumerate(parts):
+        fold_of.iloc[part] = k
+    assert (fold_of.groupby(pool["path"].map(patient_id)).nunique() == 1).all()
+    plain = pd.DataFrame({"path": [f"scan_{i}.png" for i in range(50)], "label": ["a", "b"] * 25})
+    assert [len(part) for part in fold_indices(plain, 5)] == [10] * 5
+
+
 def test_only_names_with_shared_patient_ids_group_the_split() -> None:
     """Names without ids (the demo set's) or with one image per id split by image, as before: every class in every split."""
     single = pd.DataFrame({"path": [f"person{i}_virus_1.jpeg" for i in range(30)], "label": ["a", "b", "c"] * 10})
