@@ -12,7 +12,7 @@ from core import imagenet, segmentation
 from core.dicom import modality_caution
 from core.errors import MedImageError
 from core.gradcam import COLORMAPS, METHODS, colorize, overlay, spatial_layers
-from core.image_reader import encode_png, read_image
+from core.image_reader import encode_png, read_header, read_image
 from core.predict import from_model, load_model_file, predict_files, release_compiled
 from core.runs import list_runs
 from core.window import PRESETS, apply_window, robust_window
@@ -134,11 +134,13 @@ with classify:
         chosen = st.selectbox("Image", names, key="pred_image") if len(uploads) > 1 else names[0]
         upload = uploads[names.index(chosen)]
         try:
-            image = read_image(upload.getvalue())  # a multi-frame DICOM: its middle frame first
-            if (frames := int(image.meta.get("frames", 1))) > 1:
-                frame = st.slider(f"Frame (of {frames})", 1, frames, int(image.meta.get("frame", 0)) + 1, key=f"pred_frame_{upload.name}",
-                                  help="This file holds several images (a cine loop, a tomosynthesis stack); the model sees one.")
-                image = read_image(upload.getvalue(), frame=frame - 1) if frame - 1 != image.meta.get("frame") else image
+            header = read_header(upload.getvalue())  # the frame count without a decode: the page decodes once a rerun
+            frame = None  # read_image's default: a DICOM's middle frame, another file's first
+            if header.frames > 1:
+                first = header.frames // 2 if header.format == "DICOM" else 0
+                frame = st.slider(f"Frame (of {header.frames})", 1, header.frames, first + 1, key=f"pred_frame_{upload.name}",
+                                  help="This file holds several images (a cine loop, a tomosynthesis stack); the model sees one.") - 1
+            image = read_image(upload.getvalue(), frame=frame)
         except MedImageError as exc:
             st.error(f"{upload.name}: {exc}")
             image = None
