@@ -179,7 +179,7 @@ def latest_run(runs_dir: Path | None = None) -> tuple[str, str] | None:
 
 def list_runs(runs_dir: Path | None = None) -> pd.DataFrame:
     """One row per run folder, newest first: name, state, model, dataset, epoch, best, message, and `derived` (how a
-    run made from another came about, e.g. "adapted from RUN to external-dev"; empty for a trained run)."""
+    run made from another came about, e.g. "adapted from RUN to hospital-b"; empty for a trained run)."""
     rows = []
     for run in _run_folders(runs_dir):
         status = read_status(run)

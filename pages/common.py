@@ -166,7 +166,7 @@ def runs_with_models(runs):
 
 def run_labels(runs) -> Callable[[str], str]:
     """A run picker's format_func: the run's name, and for a run made from another how it came about ("... · adapted
-    from RUN to external-dev")."""
+    from RUN to hospital-b")."""
     derived = dict(zip(runs["run"], runs["derived"], strict=True))
     return lambda name: f"{name} · {derived[name]}" if derived.get(name) else name
 
