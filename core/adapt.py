@@ -83,16 +83,6 @@ def _batches(run: Path, table: pd.DataFrame, classes: list[str], batch_size: int
     return make_dataset(table.assign(label=classes[0]), classes, pipeline)  # a placeholder label: never used
 
 
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer, nested backbones' layers included."""
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.Model):
-            out.extend(_all_layers(layer))
-    return out
-
-
 def statistics_source(config: dict[str, Any]) -> ModelConfig:
     """A run's model config as its BatchNorm statistics know it: a backbone fine-tuned whole after feature extraction
     (fine_tune_layers 0, LP-FT) learned them on the training images like one trained whole from the start."""
@@ -120,10 +110,10 @@ def learned_norms(model: keras.Model, config) -> list[keras.layers.Layer]:
     scratch recipe on another hospital from 0.855 to 0.862. On the demo set under a synthetic scanner shift (6
     trainings x 3 strengths, unadapted accuracy 0.50-0.86, mean 0.58), its shallow 3 of 5 gave 0.50-0.89 (mean 0.61,
     below the unadapted model in 4 of 18 cases) and all 5 gave 0.59-0.98 (mean 0.77, below it in 1)."""
-    from core.models import backbone_of
+    from core.models import all_layers, backbone_of
 
     base = backbone_of(model)
-    inside = {id(layer) for layer in _all_layers(base)} if base is not None else set()
+    inside = {id(layer) for layer in all_layers(base)} if base is not None else set()
     width = (base if base is not None else model).input_shape[2]  # what the backbone sees: after any border crop
 
     def chosen(layer: keras.layers.Layer) -> bool:
@@ -133,7 +123,7 @@ def learned_norms(model: keras.Model, config) -> list[keras.layers.Layer]:
             return base is None  # a scratch model's own layers; a transfer head's are deep
         return config.freeze == "full" and layer.output.shape[2] >= width * SHALLOW_FRACTION
 
-    return [layer for layer in _all_layers(model) if chosen(layer)]
+    return [layer for layer in all_layers(model) if chosen(layer)]
 
 
 def _domain_statistics(twin: keras.Model, norms: list, batches, say: Callable[[int], None]) -> list[tuple[np.ndarray, np.ndarray]]:

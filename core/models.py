@@ -323,6 +323,16 @@ def backbone_of(model: keras.Model):
     return next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
 
 
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer, nested backbones' layers included."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(all_layers(layer))
+    return out
+
+
 def set_backbone_trainable(model: keras.Model, config: ModelConfig) -> None:
     """Apply `config.freeze` to a built model's backbone (the model must be compiled again afterwards)."""
     base = backbone_of(model)
