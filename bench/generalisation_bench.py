@@ -78,8 +78,12 @@ BENCH_VARIANTS = {
     "xray-bfloat16": ("xray", {"mixed_precision": "on"}),
     # the recipe as measured until BatchNorm's moving statistics were made to span about one epoch (batchnorm_epochs 1):
     # MobileNetV2's own momentum 0.999, 1,000 batches, 7.6 epochs of the chest X-rays. The change was made for validation's
-    # sake (on the demo set the old statistics stayed 95% ImageNet's and validation accuracy at 0.53-0.57); the recipe
-    # (seeds 0 and 1) is measured with it once and reported, and external-dev does not decide whether it stays
+    # sake (on the demo set the old statistics stayed 95% ImageNet's and validation accuracy at 0.53-0.57). The recipe
+    # with it (seeds 0 and 1) is measured once. Rule, fixed before its first result: the recipe keeps the one-epoch span
+    # unless its mean external-dev accuracy on seeds 0 and 1 falls below the old recipe's on the same seeds (float32:
+    # 0.921, 0.906, mean 0.9135) by more than the recipe's spread over 4 seeds (0.019), or its mean AUC (0.955, 0.974:
+    # 0.9645) by more than 0.008; then the recipe alone spans 7.6 epochs (1,000 batches of this set, MobileNetV2's 0.999,
+    # and the same share of a run on any set), and other trainings keep one epoch
     "xray-own-bn": ("xray", {"batchnorm_epochs": 0}),
 }
 

@@ -278,7 +278,8 @@ class RunRecorder(keras.callbacks.Callback):
             row = {"epoch": self._epoch + 1, "batch": batch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             self._batches.append(row)
             write_text(self.run / "batches.csv", pd.DataFrame(self._batches).to_csv(index=False))
-            write_status(self.run, heartbeat=now_iso(), heartbeat_ts=time.time(), batch=batch + 1, steps=self.steps)
+            # the LR now (a schedule or the page may have changed it since the epoch began): the page's LR field shows it
+            write_status(self.run, heartbeat=now_iso(), heartbeat_ts=time.time(), batch=batch + 1, steps=self.steps, lr=self._lr())
             self.handle_requests()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:

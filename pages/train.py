@@ -192,7 +192,7 @@ with st.expander("ImageNet weights on this machine"):
 # ---- runs and the live view ---------------------------------------------------------------------
 runs = list_runs()
 if runs.empty:
-    st.info("No runs yet. Start one above: the defaults train SmallNet on the active dataset in a few minutes on a CPU.")
+    st.info("No runs yet. Start one above: it trains in the background, and its progress and curves appear here.")
     st.stop()
 
 names = runs["run"].tolist()
@@ -219,8 +219,9 @@ def live_view(run: Path) -> None:
     if status.get("weights"):
         st.caption(f"Backbone weights: {status['weights']}")
     if status.get("best_value") is not None:
-        st.caption(f"best {status.get('best_metric')}: {status['best_value']:.4f} · precision {status.get('precision', '?')}")
-    controls(run, state)
+        st.caption(f"best {status.get('best_metric')}: {status['best_value']:.4f} · precision {status.get('precision', '?')}"
+                   + (f" · learning rate now {status['lr']:.2g}" if status.get("lr") else ""))
+    controls(run, state, status.get("lr"))
     metrics = read_metrics(run)
     if len(metrics):
         st.plotly_chart(training_curves_figure(metrics), width="stretch", key=f"curves-{run.name}")
@@ -237,10 +238,11 @@ def live_view(run: Path) -> None:
         st.code("\n".join(log.read_text().splitlines()[-8:]) or "(empty)", language=None)
 
 
-def controls(run: Path, state: str) -> None:
+def controls(run: Path, state: str, lr: float | None) -> None:
     cols = st.columns(6)
     if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop",
-                      help="Stop at once; the last finished epoch is kept and the run can be resumed."):
+                      help="Stop after the current batch: the epoch under way ends there, is validated and "
+                      "checkpointed, and the run can be resumed from it."):
         request(run, stop="now")
     if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch",
                       help="Let the current pass over the images finish, then stop."):
@@ -249,8 +251,12 @@ def controls(run: Path, state: str) -> None:
     if cols[2].button(f"Extend by {extend_by}", disabled=state not in ("running", "queued"), key="ctl_extend",
                       help="Add more passes over the images to this run."):
         request(run, extend=int(extend_by))
-    new_lr = cols[3].number_input("New LR", 1e-7, 1.0, 1e-4, format="%.6f", key="ctl_lr_value", label_visibility="collapsed",
-                             help=help_text("learning rate"))
+    if lr and st.session_state.get("ctl_lr_seen") != (run.name, lr):  # the field follows the run's LR as it changes
+        st.session_state["ctl_lr_seen"] = (run.name, lr)
+        st.session_state["ctl_lr_value"] = min(max(float(lr), 1e-7), 1.0)
+    st.session_state.setdefault("ctl_lr_value", 1e-4)  # the value lives in the state: no default beside it
+    new_lr = cols[3].number_input("New LR", 1e-7, 1.0, format="%.6f", key="ctl_lr_value", label_visibility="collapsed",
+                                  help=help_text("learning rate") + " It shows the run's current rate until the run changes it.")
     if cols[3].button("Set LR", disabled=state != "running", key="ctl_lr",
                       help="Change the learning rate from the next batch on, e.g. lower it when the curves stop improving "
                            "(a cosine schedule slides down from the new value)."):

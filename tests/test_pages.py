@@ -234,6 +234,11 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     assert not at.exception
     assert len(at.get("plotly_chart")) >= 1  # the curves of the finished run
     assert any("completed" in p.proto.text for p in at.get("progress"))
+    # the learning rate field starts at the run's current rate (a cosine's end here), and the caption says it: "Set LR"
+    # pressed as it comes changes nothing (it said 1e-4 for every run, which put a decayed LR back up)
+    lr = read_status(run)["lr"]
+    assert at.number_input(key="ctl_lr_value").value == pytest.approx(lr)
+    assert any(f"learning rate now {lr:.2g}" in c.value for c in at.caption)
 
 
 def test_train_page_shows_what_a_recipe_will_use() -> None:

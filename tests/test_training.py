@@ -11,6 +11,7 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,52 @@ def test_job_completes_and_writes_every_file(tmp_path: Path) -> None:
     assert jobs.resume(run) == "running"
     status = _wait(run, lambda s: s.get("state") == "completed" and s.get("epoch") == 3)
     assert read_metrics(run)["epoch"].tolist() == [1, 2, 3]
+
+
+def test_batchnorm_statistics_span_about_an_epoch_whatever_the_dataset_size(tmp_path: Path) -> None:
+    """A network's own BatchNorm momentum counts batches: MobileNetV2's 0.999 left its statistics 95% ImageNet's after six
+    epochs of the demo set, and validation, checkpoints and predictions read those statistics. The span is one epoch
+    (at least 10 batches), only ever shortened, kept in the saved model (a resumed run keeps it), and 0 keeps the
+    network's own."""
+    import keras
+    import numpy as np
+
+    from core.models import all_layers, build_model
+    from core.train import batchnorm_momentum, follow_batchnorm
+
+    assert batchnorm_momentum(1, 131) == pytest.approx(1 - 1 / 131)
+    assert batchnorm_momentum(1, 3) == pytest.approx(0.9) and batchnorm_momentum(2, 50) == pytest.approx(0.99)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(5.0, 1.0, (160, 4)).astype("float32"), rng.integers(0, 2, (160, 1)).astype("float32")
+
+    def moving_mean_after_an_epoch(own: float, epochs: float) -> tuple[float, float | None]:
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.BatchNormalization(momentum=own, name="bn")(inputs)))
+        changed = follow_batchnorm(model, TrainConfig(batchnorm_epochs=epochs), steps_per_epoch=10)
+        model.compile("sgd", "mse")
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)  # 10 batches
+        return float(model.get_layer("bn").moving_mean.numpy().mean()), changed
+
+    followed, changed = moving_mean_after_an_epoch(0.999, 1)
+    assert changed == pytest.approx(0.9) and followed > 3  # 5 x (1 - 0.9^10) = 3.3: the statistics reached the data
+    stale, changed = moving_mean_after_an_epoch(0.999, 0)
+    assert changed is None and stale < 0.1  # 5 x (1 - 0.999^10) = 0.05: still the initial statistics
+    assert moving_mean_after_an_epoch(0.5, 1)[1] is None  # a faster momentum is never slowed down
+
+    backbone = build_model(ModelConfig(name="mobilenetv2", image_size=32, weights="none", alpha=0.35, freeze="full"))
+    assert follow_batchnorm(backbone, TrainConfig(), steps_per_epoch=8) == pytest.approx(0.9)
+    norms = [layer for layer in all_layers(backbone) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 52 and [layer.momentum for layer in norms] == pytest.approx([0.9] * 52)  # inside the nested backbone too
+    # a job: ResNet-18's BatchNorm (Keras' 0.99: 100 batches, 6-7 epochs of the demo set at batch 16) is saved
+    # following about one epoch, and the log says so
+    from core.train import run_job
+
+    config = TrainConfig.from_dict(_config(epochs=1))
+    run = create_run(replace(config, model=replace(config.model, name="resnet18")).to_dict(), tmp_path)
+    assert run_job(run, verbose=0) == "completed"
+    saved = [layer for layer in all_layers(keras.saving.load_model(run / "best.keras")) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len({layer.momentum for layer in saved}) == 1 and 0.9 <= saved[0].momentum < 0.99  # kept: a resumed run keeps it
+    assert f"(momentum {saved[0].momentum:.4f}, about 1 epoch)" in (run / "log.txt").read_text()
 
 
 def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
@@ -209,7 +256,7 @@ def test_unwritable_models_folder_is_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_default_recipe_learns_the_demo_set(tmp_path: Path) -> None:
-    """The Train page's defaults (SmallNet, 128 px, augmentation, class weights) must learn the demo set."""
+    """The Train page's custom defaults (SmallNet, 128 px, augmentation, class weights) must learn the demo set."""
     from core.train import run_job
 
     config = TrainConfig(data="demo", epochs=12, early_stopping_patience=0)
