@@ -503,8 +503,9 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             else:
                 model = build_model(config.model)
                 if (momentum := follow_batchnorm(model, config, steps)) is not None:
+                    span = f"{config.batchnorm_epochs:g} epoch" + ("" if config.batchnorm_epochs == 1 else "s")
                     log_line(run, f"BatchNorm: moving statistics over about the last {round(1 / (1 - momentum))} batches "
-                                  f"(momentum {momentum:.4f}, about {config.batchnorm_epochs:g} epoch), not the network's slower own")
+                                  f"(momentum {momentum:.4f}, about {span}), not the network's slower own")
                 _compile(model, config, steps)
                 initial_epoch = 0
                 write_status(run, weights=weights_label(config.model))

@@ -232,14 +232,15 @@ with tabs[4]:
             wrong = wrong[(wrong["label"] == true) & (wrong["predicted"] == pred)]
         past = f" (furthest past the threshold {threshold:.3f} first)" if threshold is not None else ""
         st.caption(f"{len(wrong)} images, most confident mistakes first{past}.")
-        grid = st.columns(6)
-        for i, row in enumerate(wrong.head(24).itertuples()):
-            image = thumbnail(row.path)
-            caption = f"{Path(row.path).name} · true {row.label} · predicted {row.predicted} · {row.shown}"
-            if image is None:
-                grid[i % 6].warning(f"{Path(row.path).name}: unreadable")
-            else:
-                grid[i % 6].image(image, caption=caption, width="stretch")
+        shown = list(wrong.head(24).itertuples())
+        for start in range(0, len(shown), 6):  # a row of columns per 6 images: captions that wrap cannot stagger the rows
+            for col, row in zip(st.columns(6), shown[start:start + 6], strict=False):
+                image = thumbnail(row.path)
+                caption = f"{Path(row.path).name} · true {row.label} · predicted {row.predicted} · {row.shown}"
+                if image is None:
+                    col.warning(f"{Path(row.path).name}: unreadable")
+                else:
+                    col.image(image, caption=caption, width="stretch")
         # on request: loading the model and tracing its gradients takes seconds, which every first view used to wait for
         chosen = st.selectbox("Grad-CAM for", wrong["path"].head(24).tolist(), index=None, format_func=lambda s: Path(s).name,
                               placeholder="Choose an image to see where the model looked", key="eval_cam")
