@@ -279,11 +279,11 @@ def test_adaptation_moves_learned_batchnorm_and_only_a_backbones_shallow_ones() 
     backbone's statistics are ImageNet's and stay."""
     import keras
 
-    from core.adapt import SHALLOW_FRACTION, _all_layers, learned_norms, statistics_source
-    from core.models import ModelConfig, build_model
+    from core.adapt import SHALLOW_FRACTION, learned_norms, statistics_source
+    from core.models import ModelConfig, all_layers, build_model
 
     def norms(model):
-        return [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+        return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
     full = ModelConfig(name="mobilenetv2", alpha=0.35, image_size=96, channels=3, freeze="full")
     model = build_model(full)
