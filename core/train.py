@@ -89,6 +89,9 @@ class TrainConfig:
         values["pipeline"] = PipelineConfig(**values.get("pipeline", {}))
         values["augment"] = AugmentConfig.from_dict(values["augment"]) if values.get("augment") else None
         values["external"] = tuple(values.get("external") or ())
+        # a config written before the BatchNorm span existed trained with the network's own momentum: read it as off (0),
+        # as every option an older run lacks reads, and not as today's default
+        values.setdefault("batchnorm_epochs", 0.0)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -125,6 +125,24 @@ def test_batchnorm_statistics_span_about_an_epoch_whatever_the_dataset_size(tmp_
     assert f"(momentum {saved[0].momentum:.4f}, about 1 epoch)" in (run / "log.txt").read_text()
 
 
+def test_a_run_configured_before_the_batchnorm_span_reads_as_trained_without_it(tmp_path: Path) -> None:
+    """Runs made before `batchnorm_epochs` existed trained with the network's own momentum: their config reads it as 0,
+    so Compare runs says they differ from a run of today (1), and a queued one trains as it was configured."""
+    from core.runs import settings_that_differ
+
+    new = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(new).batchnorm_epochs == 1.0
+    older = {k: v for k, v in new.items() if k != "batchnorm_epochs"}
+    assert TrainConfig.from_dict(older).batchnorm_epochs == 0.0
+    runs = {}
+    for name, config in (("older", older), ("new", new)):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "config.json").write_text(json.dumps(config))
+    differ = settings_that_differ(runs)
+    assert differ.loc["batchnorm_epochs"].tolist() == [0.0, 1.0]
+
+
 def test_sigkill_is_interrupted_and_resume_finishes(tmp_path: Path) -> None:
     run = create_run(_config(epochs=4, size=64, reduce_lr_patience=0), tmp_path)
     request(run, lr=3e-4)  # a learning rate set from the page must survive the crash
