@@ -41,7 +41,7 @@ class ModelConfig:
     l1: float = 0.0
     l2: float = 0.0
     batch_norm: bool = False
-    intensity: str = "rescale"  # scratch models: "rescale" (/255), "standardize" or "equalize" per image
+    intensity: str = "rescale"  # "rescale" (/255; a backbone's own preprocessing), "standardize" or "equalize" per image
     alpha: float = 1.0  # MobileNet / MobileNetV2 width multiplier
     crop: float = 0.0  # share of each border cut away inside the model (markers, collimation); 0 = the whole image
 
@@ -110,6 +110,17 @@ def _normalise(inputs, config: ModelConfig):
         return layers.Rescaling(1 / 255.0)(inputs)
     # float32 under mixed precision too: the ranks of bfloat16-rounded pixels would tie
     return IntensityNorm(config.intensity, name="intensity", dtype="float32")(inputs)
+
+
+def _backbone_intensity(image, config: ModelConfig):
+    """A backbone's input after per-image normalisation, back on the 0-255 scale its own preprocessing expects:
+    equalised (0, 1] x 255, standardised +/-3 sd -> 0-255. On one channel (a grayscale pipeline) before the gray-to-RGB
+    copy: ranking a 224 px image's pixels costs a third of ranking its three identical channels."""
+    if config.intensity == "rescale":
+        return image
+    x = IntensityNorm(config.intensity, name="intensity", dtype="float32")(image)
+    scale, offset = (255.0, 0.0) if config.intensity == "equalize" else (127.5 / 3, 127.5)
+    return layers.Rescaling(scale, offset, name="intensity_to_255", dtype="float32")(x)
 
 
 def border_pixels(config: ModelConfig) -> int:
@@ -375,7 +386,8 @@ def build_model(config: ModelConfig) -> keras.Model:
         raise MedImageError(f"Unknown freeze mode '{config.freeze}'. Choose one of: {', '.join(FREEZE_MODES)}.")
     base = _backbone(config)
     _freeze(base, config)
-    x = image if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([image] * 3)
+    x = _backbone_intensity(image, config)
+    x = x if config.channels == 3 else layers.Concatenate(name="gray_to_rgb")([x] * 3)
     x = BackbonePreprocess(BACKBONES[config.name].module, name="preprocess")(x)
     # No training=False here: in Keras 3, fit's training=True overrides it for nested models (keras-team/keras#20285).
     # What holds a frozen BatchNorm at its statistics is trainable=False (_freeze), which BatchNormalization checks.

@@ -102,6 +102,28 @@ def test_xraynet_with_equalize_saves_and_loads_in_safe_mode(tmp_path: Path) -> N
     assert np.allclose(model.predict_on_batch(x), loaded.predict_on_batch(x), atol=1e-5)
 
 
+def test_a_backbone_can_equalise_each_image_and_then_ignores_exposure(tmp_path: Path) -> None:
+    """A transfer backbone honours the intensity setting (it used to apply only to scratch models): equalised, a
+    monotone exposure change gives the same prediction; with the backbone's own preprocessing it does not."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    brighter = 255.0 * (image / 255.0) ** 0.5
+    outputs = {}
+    for intensity in ("rescale", "equalize", "standardize"):
+        keras.utils.set_random_seed(0)
+        model = build_model(ModelConfig(name="mobilenetv2", image_size=64, channels=1, alpha=0.35, dense=(), intensity=intensity))
+        backbone_input = keras.Model(model.inputs, model.get_layer("preprocess").output)  # the head starts at 0.5 for all
+        outputs[intensity] = [np.asarray(backbone_input.predict_on_batch(x)) for x in (image, brighter)]
+        assert outputs[intensity][0].shape == (2, 64, 64, 3) and -1 <= outputs[intensity][0].min() < outputs[intensity][0].max() <= 1
+        if intensity == "equalize":
+            model.save(tmp_path / "m.keras")
+            loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+            assert np.allclose(loaded.predict_on_batch(brighter), model.predict_on_batch(brighter), atol=1e-5)
+    assert np.allclose(*outputs["equalize"], atol=1e-5)
+    assert not np.allclose(*outputs["rescale"], atol=1e-3)
+    assert not np.allclose(outputs["standardize"][0], outputs["rescale"][0], atol=1e-3)
+
+
 def test_exposure_augmentation_changes_midtones_within_range() -> None:
     layers = build_augmentation(AugmentConfig(flip="none", rotation=0, translation=0, zoom=0, contrast=0, brightness=0,
                                               gamma=0.5, noise=0.05), seed=0)
