@@ -87,12 +87,16 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
         lines.append("Augmentation: " + ", ".join(f"{k} {v}" for k, v in augment.items() if v not in (0, 0.0, "none")) + ".")
     else:
         lines.append("No augmentation.")
-    extras = [("class-weighted loss", config.get("class_weighting")),
+    intensity = {"equalize": "histogram-equalised", "standardize": "standardised"}.get(model.get("intensity", "rescale"))
+    bn_epochs = config.get("batchnorm_epochs") or 0  # missing in a run configured before it existed: the network's own momentum
+    extras = [(f"each image {intensity} inside the model", intensity),
+              ("class-weighted loss", config.get("class_weighting")),
               (f"label smoothing {config.get('label_smoothing')}", config.get("label_smoothing")),
               (f"mixup (alpha {config.get('mixup')})", config.get("mixup")),
               (f"CutMix (factor {config.get('cutmix')})", config.get("cutmix")),
               (f"weights averaged over about {config.get('ema_epochs')} epochs", config.get("ema_epochs")),
               (f"border crop {model.get('crop')} of each side", model.get("crop")),
+              (f"BatchNorm statistics over about the last {bn_epochs:g} epoch{'' if bn_epochs == 1 else 's'} at most", bn_epochs),
               ("mirror test-time augmentation when the threshold was chosen", config.get("tta"))]
     chosen = [text for text, on in extras if on]
     if chosen:

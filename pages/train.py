@@ -265,9 +265,12 @@ def controls(run: Path, state: str, lr: float | None) -> None:
     if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed") or bool(refusal),
                       key="ctl_resume", help=refusal or "Continue from the last checkpoint; a completed run is extended by the "
                                                       "'Extend by' epochs."):
-        if state == "completed":
-            request(run, extend=int(extend_by))
-        st.info(f"Resumed: {jobs.resume(run)}")
+        try:  # a job process that cannot be started (OSError) or a refusal: a message, the run as it was
+            if state == "completed":
+                request(run, extend=int(extend_by))
+            st.info(f"Resumed: {jobs.resume(run)}")
+        except (MedImageError, OSError) as exc:
+            st.error(f"Not resumed: {exc}")
     confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm", help="Tick to enable Delete.")
     if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete",
                       help="Delete the run folder: its model, curves and predictions."):

@@ -194,7 +194,7 @@ def test_train_page_preselects_the_imagenet_recipe_when_its_weights_are_found(tm
 
 
 @pytest.mark.slow
-def test_train_page_starts_a_job_and_shows_it() -> None:
+def test_train_page_starts_a_job_and_shows_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import json
     import time
 
@@ -239,6 +239,13 @@ def test_train_page_starts_a_job_and_shows_it() -> None:
     lr = read_status(run)["lr"]
     assert at.number_input(key="ctl_lr_value").value == pytest.approx(lr)
     assert any(f"learning rate now {lr:.2g}" in c.value for c in at.caption)
+    # Resume when no job process can be started (the process table full): a message, not a traceback
+    def no_process(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("core.jobs.start", no_process)
+    at.button(key="ctl_resume").click().run()
+    assert not at.exception and any(e.value.startswith("Not resumed:") and "Resource temporarily" in e.value for e in at.error)
 
 
 def test_train_page_shows_what_a_recipe_will_use() -> None:

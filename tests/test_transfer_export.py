@@ -249,12 +249,16 @@ def test_the_card_says_how_a_run_was_trained() -> None:
     assert lines[0] == ("Adam, learning rate 0.0001 (halved when the validation loss stalled for 2 epochs), batch 32, up to 10 epochs; "
                         "best checkpoint on val_loss, early stopping after 5 epochs without improvement.")
     assert lines[1] == "Backbone started from imagenet weights, trained whole."
-    assert lines[3] == "Class-weighted loss; label smoothing 0.1; mirror test-time augmentation when the threshold was chosen."
+    assert lines[3] == ("Class-weighted loss; label smoothing 0.1; BatchNorm statistics over about the last 1 epoch at most; "
+                        "mirror test-time augmentation when the threshold was chosen.")
+    equalised = replace(recipe, model=replace(recipe.model, intensity="equalize"), batchnorm_epochs=2.5).to_dict()
+    assert training_procedure(equalised)[3].startswith("Each image histogram-equalised inside the model; class-weighted loss")
+    assert "BatchNorm statistics over about the last 2.5 epochs at most" in training_procedure(equalised)[3]
     changed = replace(recipe, cosine=True, cutmix=1.0, augment=None, class_weighting=False, label_smoothing=0.0, tta=False).to_dict()
     lines = training_procedure(changed)
     assert "(following half a cosine down over the epochs)" in lines[0]
-    assert lines[2:] == ["No augmentation.", "CutMix (factor 1.0).", "Seed 0."]
-    older = {k: v for k, v in changed.items() if k not in ("cosine", "cutmix")}
+    assert lines[2:] == ["No augmentation.", "CutMix (factor 1.0); BatchNorm statistics over about the last 1 epoch at most.", "Seed 0."]
+    older = {k: v for k, v in changed.items() if k not in ("cosine", "cutmix", "batchnorm_epochs")}
     assert training_procedure(older)[2:] == ["No augmentation.", "Seed 0."]
     # an adapted run's config (core.adapt writes its lineage there): the card and the report say what was done after training
     adapted = {**older, "adapted_from": "20261128-025844-mobilenetv2-05c0", "adapted_on": "/data/chest_xray/external-dev"}
