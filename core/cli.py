@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.catalog import MODEL_NAMES, RECIPES
+from core.catalog import INTENSITY, MODEL_NAMES, RECIPES
 from core.dataset import class_counts, open_dataset, size_stats, skipped_summary
 from core.errors import MedImageError
 from core.image_reader import read_image
@@ -98,7 +98,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          args.channels, folds=args.folds, mixed_precision=args.precision, alpha=args.alpha, freeze=args.freeze,
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
                          fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
-                         mixup=args.mixup, cutmix=args.cutmix, cosine=args.cosine, crop=args.crop)
+                         mixup=args.mixup, cutmix=args.cutmix, cosine=args.cosine, crop=args.crop,
+                         intensity=args.intensity)
     if args.mixup or args.cutmix:  # both blends, or a dataset of 3+ classes: refused before a run folder is made
         from core.dataset_store import open_source
 
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", type=_border_share, default=0.0, metavar="SHARE",
                        help="cut this share of each side inside the model (side markers, exposure edges), e.g. 0.1 keeps the "
                             "central 80%%; Grad-CAM maps back onto the whole image; 0 = off")
+    train.add_argument("--intensity", choices=INTENSITY, default="rescale",
+                       help="per-image normalisation inside the model: rescale (none beyond the network's own), standardize, "
+                            "equalize (histogram equalisation: blind to exposure curves)")
     train.add_argument("--runs-dir", default=None)
     train.add_argument("--folds", type=int, default=0, help="K-fold cross-validation over train+val (K >= 2)")
     train.add_argument("--preset", choices=("overfit", "lr-sweep"), default=None,

@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
-from core.catalog import BACKBONES, FREEZE_MODES, MAX_CROP, MODEL_NAMES
+from core.catalog import BACKBONES, FREEZE_MODES, INTENSITY, MAX_CROP, MODEL_NAMES
 from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
@@ -53,6 +53,7 @@ def key(name: str) -> str:
     return f"{name}_{recipe}" if recipe else name
 
 
+INTENSITY_LABELS = {"rescale": "as is", "standardize": "standardise", "equalize": "equalise"}
 ALPHAS = [1.0, 0.75, 0.5, 0.35, 0.25, 1.3, 1.4]
 WEIGHT_CHOICES = ["none", "imagenet", "local file"]
 with st.form("train_form"):
@@ -86,8 +87,11 @@ with st.form("train_form"):
                                   key=key("train_cutmix"), help=help_text("CutMix"))
     cosine = cols[3].checkbox("Cosine LR schedule", value=shown.cosine, disabled=bool(recipe), key=key("train_cosine"),
                               help=help_text("cosine schedule"))
-    weights_file = st.text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
-                                 help="A .h5 or .keras weights file on this machine, for when there is no internet.")
+    cols = st.columns([3, 1])
+    weights_file = cols[0].text_input("Local weights file (for 'local file')", disabled=bool(recipe), key="train_weights_file",
+                                      help="A .h5 or .keras weights file on this machine, for when there is no internet.")
+    intensity = cols[1].selectbox("Intensity per image", INTENSITY, index=INTENSITY.index(shown.model.intensity), disabled=bool(recipe),
+                                  format_func=INTENSITY_LABELS.get, key=key("train_intensity"), help=help_text("intensity"))
     cols = st.columns(4)
     augment_on = cols[0].checkbox("Augmentation (as previewed in the lab)", value=shown.augment is not None, disabled=bool(recipe),
                                   key=key("train_augment"), help=help_text("augmentation"))
@@ -158,7 +162,8 @@ elif submitted:
             weights=weights_file.strip() if weights == "local file" else weights, freeze=freeze,
             learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
             external=external, ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix), cosine=cosine, crop=float(crop),
-            fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers), fine_tune_lr=float(fine_tune_lr),
+            intensity=intensity, fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers),
+            fine_tune_lr=float(fine_tune_lr),
         )
         model = config.model
         chosen = load_dataset(data)  # cached: the class count says whether the images can be blended

@@ -68,11 +68,12 @@ def test_scan_json(tmp_path: Path) -> None:
 def test_train_options_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_class_folders(tmp_path / "ds", {"a": 4, "b": 4})
     common = ("train", "--data", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--json")
-    result = _main(capsys, *common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1")
+    result = _main(capsys, *common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1", "--intensity", "equalize")
     assert result.returncode == 0, result.stderr
     run = Path(json.loads(result.stdout)["run"])
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 3 and config["mixup"] == 0.2 and config["model"]["crop"] == 0.1
+    assert config["model"]["intensity"] == "equalize"
     result = _main(capsys, *common, "--crop", "0.4")
     assert result.returncode == 2 and "between 0 (off) and 0.3 of each side" in result.stderr
     result = _main(capsys, *common, "--ema-epochs", "-1")

@@ -214,6 +214,7 @@ def test_train_page_starts_a_job_and_shows_it(monkeypatch: pytest.MonkeyPatch) -
     at.number_input(key="train_mixup").set_value(0.2)
     at.number_input(key="train_crop").set_value(0.1)
     at.number_input(key="train_cutmix").set_value(0.5)
+    at.selectbox(key="train_intensity").set_value("equalize")
     runs_before = len(list_runs())
     at.button[0].click().run()  # both blends: a message on the form, and no run
     assert not at.exception and "Choose mixup or CutMix, not both" in at.error[0].value and len(list_runs()) == runs_before
@@ -225,6 +226,7 @@ def test_train_page_starts_a_job_and_shows_it(monkeypatch: pytest.MonkeyPatch) -
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 2.0 and config["mixup"] == 0.2  # the job averages its weights and blends its images
     assert config["model"]["crop"] == 0.1 and config["cosine"] is True  # its model cuts the borders, its LR follows a cosine
+    assert config["model"]["intensity"] == "equalize"  # and equalises each image
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)
