@@ -30,12 +30,12 @@ def _claim(run: Path) -> bool:
 
 
 def _spawn(run: Path) -> subprocess.Popen:
-    log = open(run / "job.out", "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "core", "train", "--run", str(run)],
-        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=os.environ.copy(),
-    )
+    with open(run / "job.out", "ab") as log:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "core", "train", "--run", str(run)],
+            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=os.environ.copy(),
+        )
 
 
 def running_count(runs_dir: Path) -> int:
@@ -50,13 +50,20 @@ def running_count(runs_dir: Path) -> int:
 
 
 def start(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
-    """Start the run now if a slot is free ('running'), else leave it 'queued'."""
+    """Start the run now if a slot is free ('running'), else leave it 'queued'. A process that cannot be made marks the
+    run failed, resumable, and raises MedImageError."""
     run = Path(run)
     if running_count(run.parent) >= max_running:
         return "queued"
     if not _claim(run):
         return "queued"
-    _spawn(run)
+    try:
+        _spawn(run)
+    except OSError as exc:  # no process could be made (process table or memory full): claimed and queued, it would never start
+        (run / ".claimed").unlink(missing_ok=True)
+        message = f"The job's process could not be started ({exc}). Resume the run when the machine has room."
+        write_status(run, state="failed", message=message)
+        raise MedImageError(message) from exc
     return "running"
 
 
@@ -91,7 +98,8 @@ def start_next_queued(runs_dir: Path | None = None, max_running: int = DEFAULT_M
     runs_dir = Path(runs_dir or models_dir())
     for run in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         if read_status(run).get("state") == "queued" and not (run / ".claimed").exists():
-            if start(run, max_running) == "running":
-                return run
-            return None
+            try:
+                return run if start(run, max_running) == "running" else None
+            except MedImageError:  # marked failed with the reason; the job handing its slot on ends normally
+                return None
     return None

@@ -270,11 +270,11 @@ def controls(run: Path, state: str, lr: float | None) -> None:
     if cols[4].button("Resume", disabled=state not in ("stopped", "failed", "interrupted", "completed") or bool(refusal),
                       key="ctl_resume", help=refusal or "Continue from the last checkpoint; a completed run is extended by the "
                                                       "'Extend by' epochs."):
-        try:  # a job process that cannot be started (OSError) or a refusal: a message, the run as it was
+        try:  # a refusal, or no process to be had (the run is then marked failed and stays resumable): a message
             if state == "completed":
                 request(run, extend=int(extend_by))
             st.info(f"Resumed: {jobs.resume(run)}")
-        except (MedImageError, OSError) as exc:
+        except MedImageError as exc:
             st.error(f"Not resumed: {exc}")
     confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm", help="Tick to enable Delete.")
     if cols[5].button("Delete", disabled=state not in FINAL_STATES + ("unknown", "queued") or not confirm, key="ctl_delete",

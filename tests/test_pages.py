@@ -245,9 +245,10 @@ def test_train_page_starts_a_job_and_shows_it(monkeypatch: pytest.MonkeyPatch) -
     def no_process(*args, **kwargs):
         raise OSError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr("core.jobs.start", no_process)
+    monkeypatch.setattr("core.jobs._spawn", no_process)
     at.button(key="ctl_resume").click().run()
     assert not at.exception and any(e.value.startswith("Not resumed:") and "Resource temporarily" in e.value for e in at.error)
+    assert read_status(run)["state"] == "failed" and not (run / ".claimed").exists()  # resumable, not stuck claimed
 
 
 def test_train_page_shows_what_a_recipe_will_use() -> None:

@@ -187,6 +187,29 @@ def test_extend_and_stop_after_epoch_requests(tmp_path: Path) -> None:
     assert read_metrics(stopped)["lr"].iloc[0] == pytest.approx(5e-4)
 
 
+def test_a_job_process_that_cannot_be_made_leaves_the_run_failed_and_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the run stayed claimed and queued: no Resume (queued), and the queue skipped it (claimed), for ever."""
+    from core.errors import MedImageError
+
+    run = create_run(_config(epochs=1), tmp_path)
+    queued = create_run(_config(epochs=1), tmp_path)
+
+    def no_process(run: Path):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(jobs, "_spawn", no_process)
+    with pytest.raises(MedImageError, match="could not be started .*Resource temporarily unavailable"):
+        jobs.start(run)
+    status = read_status(run)
+    assert status["state"] == "failed" and "Resume the run" in status["message"] and not (run / ".claimed").exists()
+    assert jobs.resume_refusal(run) == ""
+    assert jobs.start_next_queued(tmp_path) is None  # a job handing its slot on is not broken by it
+    assert read_status(queued)["state"] == "failed"
+    started = []
+    monkeypatch.setattr(jobs, "_spawn", started.append)  # processes again
+    assert jobs.resume(run) == "running" and started == [run] and read_status(run)["state"] == "queued"
+
+
 def test_concurrent_starts_get_two_runs_and_the_queue_waits(tmp_path: Path) -> None:
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: create_run(_config(epochs=2), tmp_path), range(2)))
