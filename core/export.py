@@ -101,7 +101,12 @@ def _tflite_bytes(model: keras.Model, quantize: str | None, work: Path) -> bytes
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":  # dynamic range: int8 weights, float activations and float input/output
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    try:
+        return converter.convert()
+    except Exception as exc:  # the converter's own error class moves between TensorFlow versions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedImageError(f"This model could not be converted to TFLite ({first[:300]}); nothing was written. Export it as "
+                            "a SavedModel or a .keras file instead.") from exc
 
 
 def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:

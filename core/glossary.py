@@ -63,10 +63,9 @@ GLOSSARY: dict[str, str] = {
     "border crop": "Cutting this share off every side of the image inside the model, so it looks at the middle (the lungs) "
                    "and not at side markers or the edges of the exposure, which differ between hospitals. 0.1 keeps the "
                    "central 80%; Grad-CAM shows the cut borders cold.",
-    "intensity": "Each image's grey levels remapped inside the model before the network sees them. 'equalise' spreads them "
-                 "evenly (histogram equalisation): any change of exposure or of a scanner's processing curve that keeps "
-                 "their order gives the same image. 'standardise' sets each image's mean and spread. 'as is' leaves it "
-                 "to the network's own scaling. Saved with the model, so Predict and an export do the same.",
+    "intensity": "Each image's grey levels remapped inside the model. 'equalise' spreads them evenly, so any exposure "
+                 "change that keeps their order gives the same image; 'standardise' sets mean and spread; 'as is' leaves "
+                 "them to the network.",
     "validation split": "Images kept out of training and used to choose the best epoch and the threshold; the test split is "
                         "kept for the final, honest score.",
     "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import write_json, write_text
+from core.catalog import SCRATCH
 from core.runs import read_json, read_status, run_rows
 
 INTENDED_USE = ("Research and teaching: exploring how an image classifier behaves. NOT FOR CLINICAL USE: it is not a "
@@ -151,8 +152,9 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
         "input": {"size": [int(model.get("image_size", 128))] * 2, "channels": int(model.get("channels", 1)),
                   "colour": "grayscale" if int(model.get("channels", 1)) == 1 else "RGB",
                   "values": "raw pixels 0-255 (float32); normalisation is inside the model",
-                  "normalisation": model.get("intensity") if model.get("name") in ("smallnet", "cifar_cnn", "mlp", "resnet18", "xraynet")
-                  else f"{model.get('name')} preprocess_input",
+                  "normalisation": model.get("intensity") if model.get("name") in SCRATCH
+                  else " then ".join([*([model["intensity"]] if model.get("intensity", "rescale") != "rescale" else []),
+                                      f"{model.get('name')} preprocess_input"]),
                   # cut inside the model: send the whole image, as for training
                   "border_crop": float(model.get("crop", 0.0))},
         "output": "P(" + str((status.get("classes") or ["", "positive"])[-1]) + ")" if model.get("head", "binary") == "binary"

@@ -93,10 +93,20 @@ class IntensityNorm(layers.Layer):
         x = tf.cast(inputs, "float32")
         if self.mode == "standardize":
             return tf.image.per_image_standardization(x)
+        # rank = how many of the image's pixels are <= this one: sort, give each run of equal values the position where
+        # it ends, and put those back in pixel order. Built from TFLite's own ops (sort, cumsum, segment max, gather);
+        # tf.searchsorted, which gives the same ranks, made every equalising model fail to convert to TFLite
         shape = tf.shape(x)
-        flat = tf.reshape(x, [shape[0], -1])
-        ranks = tf.searchsorted(tf.sort(flat, axis=1), flat, side="right")
-        return tf.reshape(tf.cast(ranks, "float32") / tf.cast(tf.shape(flat)[1], "float32"), shape)
+        batch = shape[0]
+        flat = tf.reshape(x, [batch, -1])
+        n = tf.shape(flat)[1]
+        order = tf.argsort(flat, axis=1, stable=True)
+        ordered = tf.gather(flat, order, batch_dims=1)
+        starts = tf.concat([tf.ones([batch, 1], tf.int32), tf.cast(tf.not_equal(ordered[:, 1:], ordered[:, :-1]), tf.int32)], axis=1)
+        run = tf.cumsum(starts, axis=1) - 1 + tf.range(batch)[:, None] * n  # each run of equal values: one id in the batch
+        ends = tf.math.unsorted_segment_max(tf.tile(tf.range(1, n + 1)[None], [batch, 1]), run, batch * n)
+        ranks = tf.gather(tf.gather(ends, run), tf.argsort(order, axis=1, stable=True), batch_dims=1)
+        return tf.reshape(tf.cast(ranks, "float32") / tf.cast(n, "float32"), shape)
 
     def compute_output_shape(self, input_shape):
         return input_shape

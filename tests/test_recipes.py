@@ -87,6 +87,10 @@ def test_equalize_is_invariant_to_exposure_and_round_trips() -> None:
     brighter = 255.0 * (image / 255.0) ** 0.5  # monotone: same ranks
     a, b = np.asarray(layer(image)), np.asarray(layer(brighter))
     assert np.allclose(a, b) and a.min() > 0 and a.max() == 1.0
+    # each pixel -> the share of its image's pixels at or below it, ties included (few grey levels: many ties)
+    coarse = np.concatenate([rng.integers(0, 4, (1, 16, 16, 1)), rng.integers(0, 256, (1, 16, 16, 1))]).astype("float32")
+    expected = [(row[:, None] >= row[None, :]).mean(axis=1) for row in coarse.reshape(2, -1)]
+    assert np.array_equal(np.asarray(layer(coarse)).reshape(2, -1), np.asarray(expected, "float32"))
     standard = np.asarray(IntensityNorm("standardize")(image))
     assert abs(standard.mean()) < 1e-4 and abs(standard.std() - 1) < 1e-2
     with pytest.raises(ValueError):

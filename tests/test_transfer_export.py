@@ -184,8 +184,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from core.runs import create_run
     from core.train import make_config, run_job
 
-    # with a border crop: every export format must carry the Cropping2D layer and take the whole image
-    config = make_config("demo", "smallnet", image_size=48, epochs=2, batch_size=32, tensorboard=False, tune_threshold=True, crop=0.1)
+    # with a border crop and in-model equalisation: every export format must carry both layers and take the whole image
+    # (equalisation ranked pixels with tf.searchsorted, which TFLite lacks: the xray-scratch recipe could not be exported)
+    config = make_config("demo", "smallnet", image_size=48, epochs=2, batch_size=32, tensorboard=False, tune_threshold=True, crop=0.1,
+                         intensity="equalize")
     run = create_run(config.to_dict(), tmp_path_factory.mktemp("export-runs"))
     assert run_job(run, verbose=0) == "completed"
     from core.dataset import open_dataset
@@ -220,7 +222,7 @@ def test_export_matches_the_run_and_writes_a_card(demo_run: Path, tmp_path: Path
     assert result["max_abs_diff"] <= tolerance and result["checked_images"] == 32
     card = json.loads((tmp_path / "out" / "model_card.json").read_text())
     assert card["classes"] == ["NORMAL", "PNEUMONIA"] and card["input"]["size"] == [48, 48] and card["input"]["colour"] == "grayscale"
-    assert card["input"]["border_crop"] == 0.1
+    assert card["input"]["border_crop"] == 0.1 and card["input"]["normalisation"] == "equalize"
     procedure = card["training"]["procedure"]
     assert procedure[0].startswith("Adam, learning rate 0.001 (halved when the validation loss stalled for 2 epochs), batch 32, up to 2")
     assert procedure[1].startswith("Augmentation: ") and "flip horizontal" in procedure[1] and "border crop 0.1 of each side" in procedure[2]
@@ -266,7 +268,7 @@ def test_the_card_says_how_a_run_was_trained() -> None:
                                                "BatchNorm statistics re-measured on the unlabeled images of external-dev (no labels read).")
 
 
-def test_export_refuses_bad_requests(demo_run: Path, tmp_path: Path) -> None:
+def test_export_refuses_bad_requests(demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.errors import MedImageError
     from core.export import export_run
 
@@ -274,6 +276,16 @@ def test_export_refuses_bad_requests(demo_run: Path, tmp_path: Path) -> None:
         export_run(demo_run, tmp_path, "savedmodel", "int8")
     with pytest.raises(MedImageError, match="Unknown export format"):
         export_run(demo_run, tmp_path, "onnx")
+    import tensorflow as tf
+
+    class Unconvertible:  # a model holding an op TFLite lacks: the converter's error, as a message
+        def convert(self):
+            raise RuntimeError("'tf.SomeOp' op is neither a custom op nor a flex op\nmore detail")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", staticmethod(lambda path: Unconvertible()))
+    with pytest.raises(MedImageError, match="could not be converted to TFLite .'tf.SomeOp' op is neither.*SavedModel"):
+        export_run(demo_run, tmp_path / "out", "tflite")
+    assert not (tmp_path / "out" / "model.tflite").exists() and not list((tmp_path / "out").glob(".export-*"))
 
 
 @needs_weights
