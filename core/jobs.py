@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.errors import MedImageError
 from core.paths import PROJECT_ROOT, models_dir
-from core.runs import effective_state, read_status, write_status
+from core.runs import effective_state, read_status, request, write_status
 
 DEFAULT_MAX_RUNNING = int(os.environ.get("MEDIMAGE_MAX_JOBS", "1"))
 
@@ -82,12 +82,15 @@ def resume_refusal(run: Path) -> str:
     return ""
 
 
-def resume(run: Path, max_running: int = DEFAULT_MAX_RUNNING) -> str:
-    """Queue a stopped, failed or interrupted run again; it continues from last.keras. Refused (MedImageError, the run
-    untouched) where `resume_refusal` gives a reason."""
+def resume(run: Path, max_running: int = DEFAULT_MAX_RUNNING, extend: int = 0) -> str:
+    """Queue a stopped, failed or interrupted run again; it continues from last.keras, `extend` epochs longer (how a
+    completed run goes on). Refused (MedImageError, the run untouched, no request left) where `resume_refusal` gives a
+    reason."""
     run = Path(run)
     if reason := resume_refusal(run):
         raise MedImageError(reason)
+    if extend:
+        request(run, extend=extend)
     (run / ".claimed").unlink(missing_ok=True)
     write_status(run, state="queued", message="")
     return start(run, max_running)

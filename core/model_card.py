@@ -129,6 +129,7 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
     run = Path(run)
     config, status = read_json(run / "config.json"), read_status(run)
     model = config.get("model", {})
+    intensity = model.get("intensity", "rescale")
     evaluations = _evaluations(run)
     external = {k: v for k, v in evaluations.items() if k.startswith("external")}
     limitations = [
@@ -152,9 +153,8 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
         "input": {"size": [int(model.get("image_size", 128))] * 2, "channels": int(model.get("channels", 1)),
                   "colour": "grayscale" if int(model.get("channels", 1)) == 1 else "RGB",
                   "values": "raw pixels 0-255 (float32); normalisation is inside the model",
-                  "normalisation": model.get("intensity") if model.get("name") in SCRATCH
-                  else " then ".join([*([model["intensity"]] if model.get("intensity", "rescale") != "rescale" else []),
-                                      f"{model.get('name')} preprocess_input"]),
+                  "normalisation": intensity if model.get("name") in SCRATCH
+                  else ("" if intensity == "rescale" else f"{intensity} then ") + f"{model.get('name')} preprocess_input",
                   # cut inside the model: send the whole image, as for training
                   "border_crop": float(model.get("crop", 0.0))},
         "output": "P(" + str((status.get("classes") or ["", "positive"])[-1]) + ")" if model.get("head", "binary") == "binary"

@@ -128,7 +128,7 @@ def _backbone_intensity(image, config: ModelConfig):
     copy: ranking a 224 px image's pixels costs a third of ranking its three identical channels."""
     if config.intensity == "rescale":
         return image
-    x = IntensityNorm(config.intensity, name="intensity", dtype="float32")(image)
+    x = _normalise(image, config)
     scale, offset = (255.0, 0.0) if config.intensity == "equalize" else (127.5 / 3, 127.5)
     return layers.Rescaling(scale, offset, name="intensity_to_255", dtype="float32")(x)
 

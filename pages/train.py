@@ -271,9 +271,7 @@ def controls(run: Path, state: str, lr: float | None) -> None:
                       key="ctl_resume", help=refusal or "Continue from the last checkpoint; a completed run is extended by the "
                                                       "'Extend by' epochs."):
         try:  # a refusal, or no process to be had (the run is then marked failed and stays resumable): a message
-            if state == "completed":
-                request(run, extend=int(extend_by))
-            st.info(f"Resumed: {jobs.resume(run)}")
+            st.info(f"Resumed: {jobs.resume(run, extend=int(extend_by) if state == 'completed' else 0)}")
         except MedImageError as exc:
             st.error(f"Not resumed: {exc}")
     confirm = cols[5].checkbox("confirm", key="ctl_delete_confirm", help="Tick to enable Delete.")

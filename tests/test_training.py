@@ -207,6 +207,11 @@ def test_a_job_process_that_cannot_be_made_leaves_the_run_failed_and_resumable(t
     assert read_status(queued)["state"] == "failed"
     started = []
     monkeypatch.setattr(jobs, "_spawn", started.append)  # processes again
+    trained = create_run(_config(epochs=1), tmp_path)  # a model but no last.keras: refused, and no extension left pending
+    (trained / "final.keras").write_bytes(b"")
+    with pytest.raises(MedImageError, match="no last.keras"):
+        jobs.resume(trained, extend=2)
+    assert not (trained / "control.json").exists() and started == []
     assert jobs.resume(run) == "running" and started == [run] and read_status(run)["state"] == "queued"
 
 
