@@ -1,6 +1,6 @@
 """Adapt a trained run to a new site from that site's unlabeled images.
 
-Two steps, neither of which reads a label or trains a weight:
+Up to three steps, none of which reads a label or trains a weight:
 1. BatchNorm statistics (AdaBN, Li et al. 2016): the moving mean and variance of the BatchNormalization
    layers whose statistics were learned on the training images (all of a scratch model's; of a backbone
    trained in full, the shallow ones: feature maps at >= 1/4 of the input's resolution) are moved from
@@ -17,6 +17,8 @@ Two steps, neither of which reads a label or trains a weight:
    untuned binary 0.5; an estimate at the edge (a class under 2%) moves nothing (`prior_is_usable`). A
    binary threshold the run tuned by Youden's J or a target sensitivity always stays: those criteria do
    not depend on the class mix (moving one by the estimate cost 5-20 points on another hospital).
+3. A binary threshold from the site's own scores (`threshold_from_site=True`; see `site_threshold`): where the adapted
+   model's scores on the site's images part into two clusters, which needs neither labels nor calibrated scores.
 
 The result is a new run folder that records its parent (config `adapted_from`, status `parent`):
 Evaluate, Predict and export treat it like any run. Images are taken in the order of their content
@@ -67,9 +69,19 @@ def site_images(folder: str | Path) -> pd.DataFrame:
 
 
 def training_sample(run: Path, config: dict[str, Any], n: int = 512) -> pd.DataFrame:
-    """Up to n of the run's training images (seeded): the source domain whose statistics are measured."""
+    """Up to n images (seeded) of the domain the run's BatchNorm statistics describe, measured as the source: its
+    training images, or for a run that was itself adapted, the site it was adapted on. Measuring an adapted run's
+    source on the training images applied the site's shift a second time (adapting a run to the site it had already
+    been adapted to moved a demo model's healthy scores from logit -6 to +2)."""
     from core.dataset_store import open_source
 
+    if config.get("adapted_from"):
+        site = Path(str(config.get("adapted_on", "")))
+        if not site.is_dir():
+            raise MedImageError(f"{run.name} was adapted on {site}, which is gone, and its statistics describe those images: "
+                                f"adapt the run it came from ({config['adapted_from']}) instead.")
+        images = site_images(site)
+        return images.sample(min(n, len(images)), random_state=0) if len(images) > n else images
     table = run_rows(run, config, open_source(config["data"]).table)
     train = table[table["split"] == "train"]
     return train.sample(min(n, len(train)), random_state=0) if len(train) else train
@@ -216,6 +228,59 @@ def bayes_threshold(source_prior: np.ndarray, target_prior: np.ndarray) -> float
     return float(r0 / (r0 + r1))
 
 
+# A site's scores are two clusters the threshold can be put between only when they are clearly two: Ashman's D (the
+# distance of the means in pooled standard deviations) above 2 is the usual bound for a clean separation, and neither
+# cluster may be a sliver (one class alone, scores with a tail, gives D 1.2-1.6 and a small second cluster).
+MIN_SEPARATION = 2.0
+MIN_CLUSTER_SHARE = 0.05
+
+
+def site_threshold(scores: np.ndarray, seed: int = 0) -> tuple[float | None, dict[str, Any]]:
+    """Binary: the decision boundary between the two clusters of a site's scores, or None when they are not clearly two.
+
+    Why: the threshold a run tunes on its validation split is where *its own* hospital's classes part, and at another
+    hospital the classes part elsewhere (whole-network MobileNetV2 runs rank the other hospital's X-rays at AUC 0.95-0.98
+    and call 20-47% of its healthy children pneumonia at their validation threshold, because those children score
+    high). EM re-estimates only the class mix and trusts the scores to be calibrated there, which they are not. A
+    two-component Gaussian mixture on the logits of the site's own scores finds where its classes part without a label
+    and without calibration: the threshold is the score at which the mixture's upper component becomes the likelier one.
+    Details (means, spreads, shares, separation) are returned for the run's record either way."""
+    from sklearn.mixture import GaussianMixture
+
+    p = np.clip(np.asarray(scores, float).ravel(), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p)).reshape(-1, 1)
+    if len(z) < MIN_IMAGES or np.ptp(z) < 1e-6:
+        return None, {"reason": f"{len(z)} scores, {'all the same' if len(z) else 'none'}: nothing to separate"}
+    mixture = GaussianMixture(2, n_init=3, random_state=seed).fit(z)
+    means, sds, shares = mixture.means_.ravel(), np.sqrt(mixture.covariances_.ravel()), mixture.weights_
+    low, high = np.argsort(means)
+    separation = float((means[high] - means[low]) / np.sqrt((sds[low] ** 2 + sds[high] ** 2) / 2))
+    details = {"logit_means": [round(float(means[low]), 3), round(float(means[high]), 3)],
+               "logit_sds": [round(float(sds[low]), 3), round(float(sds[high]), 3)],
+               "upper_share": round(float(shares[high]), 4), "separation": round(separation, 2)}
+    if separation < MIN_SEPARATION or min(shares) < MIN_CLUSTER_SHARE:
+        details["reason"] = (f"the site's scores are not clearly two clusters (separation {separation:.1f}, needs {MIN_SEPARATION:g}; "
+                             f"smaller cluster {min(shares):.0%}, needs {MIN_CLUSTER_SHARE:.0%}): one class, or a model that "
+                             "cannot tell them apart there")
+        return None, details
+    grid = np.linspace(means[low], means[high], 2001)
+    upper = mixture.predict_proba(grid.reshape(-1, 1))[:, high]
+    boundary = grid[int(np.argmax(upper >= 0.5))]
+    return float(1 / (1 + np.exp(-boundary))), details
+
+
+def threshold_sentence(status: dict[str, Any]) -> str:
+    """What an adapted run decides with, in words for the page: its threshold, where it came from, and why it did not
+    move when the site's threshold was asked for and could not be found."""
+    parts = []
+    if "threshold" in status:
+        parts.append(f"Threshold {float(status['threshold']):.3f} ({status.get('threshold_source', 'the parent run')}).")
+    note = status.get("adaptation", {}).get("threshold_note")
+    if note:
+        parts.append(note[0].upper() + note[1:] + ".")
+    return " ".join(parts)
+
+
 def source_prior(run: Path, config: dict[str, Any], classes: list[str]) -> np.ndarray:
     """The class mix the model's outputs are posteriors for: uniform under class-balanced weights, else the training mix."""
     if config.get("class_weighting", True):
@@ -234,9 +299,10 @@ def _scores(run: Path, model: keras.Model, table: pd.DataFrame, classes: list[st
 
 
 def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progress: Progress | None = None,
-              class_mix: bool = False) -> Path:
+              class_mix: bool = False, threshold_from_site: bool = False) -> Path:
     """A new run folder: RUN adapted to the site of IMAGES (unlabeled); with class_mix, its Bayes decisions also move to
-    the site's estimated class mix. See the module docstring."""
+    the site's estimated class mix; with threshold_from_site, a binary threshold moves to where the site's own scores
+    part (`site_threshold`). See the module docstring."""
     from core.evaluate import load_run_models
     from core.train import save_model_atomic
 
@@ -282,7 +348,18 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
         changes["threshold"] = float(status["threshold"])
         changes["threshold_source"] = status.get("threshold_source", "the parent's")
     changes["adaptation"]["class_mix_applied"] = False
-    if not class_mix:
+    moved = None
+    if threshold_from_site and head == "binary":
+        moved, changes["adaptation"]["site_threshold"] = site_threshold(scores[:, 0])
+        if moved is None:
+            changes["adaptation"]["threshold_note"] = f"the threshold stays the parent's: {changes['adaptation']['site_threshold']['reason']}"
+    if moved is not None:
+        parent = f"{float(status['threshold']):.3f}" if "threshold" in status else "0.5"
+        changes["threshold"] = moved
+        changes["threshold_source"] = (f"where the site's scores part: the boundary of a two-cluster mixture fitted to {len(table)} "
+                                       f"unlabeled images (the parent's threshold was {parent})")
+        changes["adaptation"]["prior_note"] = "recorded; the threshold moved to the site's own score clusters, which reflect its class mix"
+    elif not class_mix:
         changes["adaptation"]["prior_note"] = ("recorded, not applied: every decision stays the parent's (apply it with --class-mix "
                                                "or the page's class-mix option)")
     elif head == "binary" and "threshold" in status:

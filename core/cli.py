@@ -239,7 +239,8 @@ def _adapt(args: argparse.Namespace) -> dict[str, Any]:
     from core.runs import read_status
 
     progress = None if args.json else (lambda message, fraction: print(f"{fraction:4.0%} {message}", file=sys.stderr))
-    child = adapt_run(Path(args.run_dir), args.images, progress=progress, class_mix=args.class_mix)
+    child = adapt_run(Path(args.run_dir), args.images, progress=progress, class_mix=args.class_mix,
+                      threshold_from_site=args.site_threshold)
     status = read_status(child)
     return {"run": str(child), "parent": status["parent"], "threshold": status.get("threshold"),
             "threshold_source": status.get("threshold_source"), "adaptation": status["adaptation"]}
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--class-mix", action="store_true",
                        help="also move untuned decisions (a binary 0.5, multi-class argmax) to the site's class mix estimated by EM; "
                             "off by default: the estimate assumes calibrated probabilities at the site and measured more often worse")
+    adapt.add_argument("--site-threshold", action="store_true",
+                       help="binary runs: move the threshold to where the site's own scores part into two clusters (a mixture fitted "
+                            "to them, no labels); it stays the parent's when they are not clearly two")
     adapt.add_argument("--json", action="store_true")
     adapt.set_defaults(run_command=_adapt)
     runs = sub.add_parser("runs", help="list training runs with their state")

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, metrics
+from core.adapt import threshold_sentence
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
@@ -361,6 +362,11 @@ with tabs[9]:
                                  "binary 0.5 (or the multi-class argmax) to them. It assumes those probabilities are calibrated at the "
                                  "site, which adaptation does not give: measured, it more often cost accuracy than gained it. A tuned "
                                  "threshold (Youden, target sensitivity) never moves.")
+    from_site = st.checkbox("Move the threshold to where this site's scores part (two classes)", key="adapt_site",
+                            help="A mixture of two clusters is fitted to the adapted model's scores on the site's images, and the "
+                                 "threshold goes to the boundary between them: no labels, and no need for calibrated scores. It "
+                                 "stays the run's when the scores are not clearly two clusters (one class, or a model that cannot "
+                                 "tell them apart there).")
     clicked = st.button("Adapt", type="primary", key="adapt_go")
     if clicked and not folder.strip():
         st.warning("Type the folder of the new site's images first.")
@@ -370,7 +376,7 @@ with tabs[9]:
         bar = st.progress(0.0, text="Adapting...")
         try:
             child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message),
-                              class_mix=class_mix)
+                              class_mix=class_mix, threshold_from_site=from_site)
             st.session_state["adapt_result"] = child.name
             st.toast(f"Adapted run {child.name} created", icon=":material/check_circle:")
         except MedImageError as exc:
@@ -383,4 +389,4 @@ with tabs[9]:
         st.success(f"Created {st.session_state['adapt_result']} from {child_status.get('parent')}: {info.get('images')} images, "
                    f"{info.get('batchnorm_layers')} BatchNorm layers re-measured, estimated class mix {info.get('site_prior')}"
                    f"{' (' + info['prior_note'] + ')' if info.get('prior_note') else ''}. "
-                   "Choose it in the Run list above or on the Predict page.")
+                   f"{threshold_sentence(child_status)} Choose it in the Run list above or on the Predict page.")

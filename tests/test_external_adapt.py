@@ -202,6 +202,91 @@ def test_adaptation_beats_the_original_on_a_shifted_site_and_reads_no_label(watc
     assert status["adaptation"]["class_mix_applied"] is False  # by default the class-mix estimate is recorded, not applied
 
 
+def test_site_threshold_finds_where_a_sites_classes_part() -> None:
+    """Another hospital whose healthy patients score high: the validation threshold (0.5 here) calls many of them ill,
+    and the boundary between the site's two score clusters, found without labels, does not."""
+    from core.adapt import site_threshold
+
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(-0.5, 1.0, 117), rng.normal(3.0, 0.8, 201)])  # healthy ones pushed up from ~-3
+    ill = np.r_[np.zeros(117, bool), np.ones(201, bool)]
+    scores = 1 / (1 + np.exp(-logits))
+    threshold, details = site_threshold(scores)
+    accuracy = lambda t: float(np.mean((scores >= t) == ill))  # noqa: E731
+    assert accuracy(threshold) >= 0.95 and accuracy(threshold) >= accuracy(0.5) + 0.05, (threshold, accuracy(0.5))
+    assert details["upper_share"] == pytest.approx(201 / 318, abs=0.05) and details["separation"] > 3
+    # it follows the site: every score shifted by the same logit moves the threshold by it, whatever order the images come in
+    shifted, _ = site_threshold(1 / (1 + np.exp(-(logits[::-1] - 1.0))))
+    assert np.log(shifted / (1 - shifted)) == pytest.approx(np.log(threshold / (1 - threshold)) - 1.0, abs=0.02)
+    # one class only (a site that sent only sick patients), or too few images: the scores are not two clusters, nothing moves
+    one, why = site_threshold(1 / (1 + np.exp(-rng.normal(2.5, 1.0, 300))))
+    assert one is None and "not clearly two clusters" in why["reason"]
+    assert site_threshold(scores[:5])[0] is None and site_threshold(np.full(100, 0.9))[0] is None
+
+
+@pytest.mark.slow
+def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """A run whose tuned threshold is wrong for the site (here set far off, as another hospital's healthy patients
+    scoring high make it): adapting with the site threshold puts the decision where the adapted model's scores on the
+    site's images part, from the images alone; a folder of class folders gives the same threshold as the same images flat."""
+    import shutil
+
+    from core.adapt import adapt_run, site_threshold, threshold_sentence
+    from core.cli import main
+    from core.dataset import open_dataset
+    from core.evaluate import binary_summary, predict_table
+    from core.runs import read_status, write_status
+
+    labelled, flat = _shifted_site(tmp_path / "dark-site", contrast=0.5, offset=0)
+    classes = read_status(watched_run)["classes"]
+    site_table = open_dataset(str(labelled)).table
+    parent = tmp_path / "runs" / watched_run.name
+    shutil.copytree(watched_run, parent)
+    write_status(parent, threshold=0.995, threshold_source="Youden's J on the validation split")  # tuned at home
+
+    kept = adapt_run(parent, flat)  # the default: the tuned threshold stays
+    predictions = predict_table(kept, site_table, "site-check")
+    assert read_status(kept)["threshold"] == 0.995
+    assert main(["adapt", str(parent), "--images", str(flat), "--site-threshold", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    status = read_status(Path(result["run"]))
+    expected, details = site_threshold(predictions[f"p_{classes[1]}"].to_numpy(float))  # the same adapted model's scores
+    assert expected is not None and status["adaptation"]["site_threshold"] == details
+    assert result["threshold"] == status["threshold"] == pytest.approx(expected, abs=1e-6)
+    assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in threshold_sentence(status)
+    accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
+    assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
+    twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path, threshold_from_site=True))
+    assert twin["threshold"] == status["threshold"]  # labels (folder names) are never read
+
+
+@pytest.mark.slow
+def test_adapting_an_adapted_run_to_its_own_site_changes_nothing(watched_run: Path, site: tuple[Path, Path], tmp_path: Path) -> None:
+    """An adapted run's statistics describe the site it was adapted on, so that is the source adapting it again measures:
+    the same site again is a no-op (measured from the training images instead, the shift was applied twice)."""
+    import shutil
+
+    from core.adapt import adapt_run
+    from core.dataset import open_dataset
+    from core.errors import MedImageError
+    from core.evaluate import predict_table
+    from core.runs import read_json
+
+    once = adapt_run(watched_run, site[1], runs_dir=tmp_path)
+    twice = adapt_run(once, site[1], runs_dir=tmp_path)
+    assert read_json(twice / "config.json")["adapted_from"] == once.name
+    table = open_dataset(str(site[0])).table
+    first, second = (predict_table(run, table, "site-check")["p_PNEUMONIA"].to_numpy() for run in (once, twice))
+    assert np.max(np.abs(first - second)) < 0.02, np.max(np.abs(first - second))
+    moved = tmp_path / "moved-site"
+    shutil.copytree(site[1], moved)
+    third = adapt_run(watched_run, moved, runs_dir=tmp_path)
+    shutil.rmtree(moved)
+    with pytest.raises(MedImageError, match="adapt the run it came from"):
+        adapt_run(third, site[1], runs_dir=tmp_path)
+
+
 @pytest.mark.slow
 def test_class_mix_moves_untuned_decisions_only_when_asked(watched_run: Path, site: tuple[Path, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -346,12 +431,14 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     assert not at.exception
     assert any("internal test split" in (m.value if hasattr(m, "value") else "") for m in [*at.markdown, *at.warning])
     at.text_input(key="adapt_folder").input(str(site[1])).run()
-    at.checkbox(key="adapt_mix").check()  # the class-mix choice reaches the adaptation
+    at.checkbox(key="adapt_mix").check()  # the class-mix and site-threshold choices reach the adaptation
+    at.checkbox(key="adapt_site").check()
     at.button(key="adapt_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     child = at.session_state["adapt_result"]
     assert any(child in s.value for s in at.success)
-    assert "not applied" not in read_status(watched_run.parent / child)["adaptation"].get("prior_note", "")
+    adaptation = read_status(watched_run.parent / child)["adaptation"]
+    assert "not applied" not in adaptation.get("prior_note", "") and "separation" in adaptation["site_threshold"]
     at.switch_page("pages/predict.py").run()
     assert not at.exception
     assert f"{child} · adapted from {watched_run.name} to {site[1].name}" in at.selectbox(key="pred_run").options
