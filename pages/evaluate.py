@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, metrics
-from core.adapt import threshold_sentence
+from core.adapt import adapt_run, threshold_sentence
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
@@ -371,8 +371,6 @@ with tabs[9]:
     if clicked and not folder.strip():
         st.warning("Type the folder of the new site's images first.")
     elif clicked:
-        from core.adapt import adapt_run
-
         bar = st.progress(0.0, text="Adapting...")
         try:
             child = adapt_run(run, folder.strip(), progress=lambda message, fraction: bar.progress(min(fraction, 1.0), text=message),
