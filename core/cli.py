@@ -240,7 +240,7 @@ def _adapt(args: argparse.Namespace) -> dict[str, Any]:
 
     progress = None if args.json else (lambda message, fraction: print(f"{fraction:4.0%} {message}", file=sys.stderr))
     child = adapt_run(Path(args.run_dir), args.images, progress=progress, class_mix=args.class_mix,
-                      threshold_from_site=args.site_threshold)
+                      threshold_from_site=not args.keep_threshold)
     status = read_status(child)
     return {"run": str(child), "parent": status["parent"], "threshold": status.get("threshold"),
             "threshold_source": status.get("threshold_source"), "adaptation": status["adaptation"]}
@@ -353,15 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=("float16", "int8"), default=None, help="TFLite only: float16 or int8 (dynamic range) weights")
     export.add_argument("--json", action="store_true")
     export.set_defaults(run_command=_export)
-    adapt = sub.add_parser("adapt", help="adapt a run to a new site from its unlabeled images (BatchNorm statistics, class prior)")
+    adapt = sub.add_parser("adapt", help="adapt a run to a new site from its unlabeled images (BatchNorm statistics, threshold, class prior)")
     adapt.add_argument("run_dir", metavar="RUN")
     adapt.add_argument("--images", required=True, metavar="FOLDER", help="the new site's images, any layout; labels are never read")
     adapt.add_argument("--class-mix", action="store_true",
                        help="also move untuned decisions (a binary 0.5, multi-class argmax) to the site's class mix estimated by EM; "
                             "off by default: the estimate assumes calibrated probabilities at the site and measured more often worse")
-    adapt.add_argument("--site-threshold", action="store_true",
-                       help="binary runs: move the threshold to where the site's own scores part into two clusters (a mixture fitted "
-                            "to them, no labels); it stays the parent's when they are not clearly two")
+    adapt.add_argument("--keep-threshold", action="store_true",
+                       help="binary runs: keep the parent's threshold. By default it moves to where the site's own scores part into two "
+                            "clusters (a mixture fitted to them, no labels), and stays the parent's when they are not clearly two")
     adapt.add_argument("--json", action="store_true")
     adapt.set_defaults(run_command=_adapt)
     runs = sub.add_parser("runs", help="list training runs with their state")

@@ -245,10 +245,11 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     shutil.copytree(watched_run, parent)
     write_status(parent, threshold=0.995, threshold_source="Youden's J on the validation split")  # tuned at home
 
-    kept = adapt_run(parent, flat)  # the default: the tuned threshold stays
+    assert main(["adapt", str(parent), "--images", str(flat), "--keep-threshold", "--json"]) == 0
+    kept = Path(json.loads(capsys.readouterr().out)["run"])
     predictions = predict_table(kept, site_table, "site-check")
-    assert read_status(kept)["threshold"] == 0.995
-    assert main(["adapt", str(parent), "--images", str(flat), "--site-threshold", "--json"]) == 0
+    assert read_status(kept)["threshold"] == 0.995 and "site_threshold" not in read_status(kept)["adaptation"]
+    assert main(["adapt", str(parent), "--images", str(flat), "--json"]) == 0  # by default the threshold moves to the site's
     result = json.loads(capsys.readouterr().out)
     status = read_status(Path(result["run"]))
     expected, details = site_threshold(predictions[f"p_{classes[1]}"].to_numpy(float))  # the same adapted model's scores
@@ -257,7 +258,7 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in threshold_sentence(status)
     accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
     assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
-    twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path, threshold_from_site=True))
+    twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path))
     assert twin["threshold"] == status["threshold"]  # labels (folder names) are never read
 
 
@@ -290,7 +291,8 @@ def test_adapting_an_adapted_run_to_its_own_site_changes_nothing(watched_run: Pa
 @pytest.mark.slow
 def test_class_mix_moves_untuned_decisions_only_when_asked(watched_run: Path, site: tuple[Path, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """The EM estimate is pinned (EM itself is tested above): this checks what each choice does with it."""
+    """The EM estimate is pinned (EM itself is tested above): this checks what each choice does with it, with the site
+    threshold off (when it moves a binary threshold, that is the site's decision and the class mix moves nothing)."""
     import core.adapt
     from core.adapt import adapt_run, bayes_threshold
     from core.cli import main
@@ -298,19 +300,19 @@ def test_class_mix_moves_untuned_decisions_only_when_asked(watched_run: Path, si
 
     monkeypatch.setattr(core.adapt, "em_prior", lambda probabilities, source: np.array([0.3, 0.7]))
     assert "threshold" not in read_status(watched_run)  # trained without tuning: its 0.5 is a Bayes decision for its mix
-    kept = read_status(adapt_run(watched_run, site[1], runs_dir=tmp_path))
+    kept = read_status(adapt_run(watched_run, site[1], runs_dir=tmp_path, threshold_from_site=False))
     assert "threshold" not in kept and kept["adaptation"]["site_prior"]["PNEUMONIA"] == 0.7
     assert not kept["adaptation"]["class_mix_applied"] and "not applied" in kept["adaptation"]["prior_note"]
 
-    assert main(["adapt", str(watched_run), "--images", str(site[1]), "--class-mix", "--json"]) == 0
+    assert main(["adapt", str(watched_run), "--images", str(site[1]), "--class-mix", "--keep-threshold", "--json"]) == 0
     moved = read_status(Path(json.loads(capsys.readouterr().out)["run"]))
     assert moved["adaptation"]["class_mix_applied"] and "Bayes decision" in moved["threshold_source"]
     assert moved["threshold"] == pytest.approx(bayes_threshold(np.array([0.5, 0.5]), np.array([0.3, 0.7])))  # 0.3
 
     # a tuned threshold stays even when asked: Youden's J does not depend on the class mix
-    tuned = adapt_run(watched_run, site[1], runs_dir=tmp_path)
+    tuned = adapt_run(watched_run, site[1], runs_dir=tmp_path, threshold_from_site=False)
     write_status(tuned, threshold=0.62, threshold_source="Youden's J on the validation split")
-    again = read_status(adapt_run(tuned, site[1], runs_dir=tmp_path, class_mix=True))
+    again = read_status(adapt_run(tuned, site[1], runs_dir=tmp_path, class_mix=True, threshold_from_site=False))
     assert again["threshold"] == 0.62 and not again["adaptation"]["class_mix_applied"]
 
 
@@ -431,8 +433,8 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     assert not at.exception
     assert any("internal test split" in (m.value if hasattr(m, "value") else "") for m in [*at.markdown, *at.warning])
     at.text_input(key="adapt_folder").input(str(site[1])).run()
-    at.checkbox(key="adapt_mix").check()  # the class-mix and site-threshold choices reach the adaptation
-    at.checkbox(key="adapt_site").check()
+    at.checkbox(key="adapt_mix").check()  # the class-mix choice reaches the adaptation, and the site threshold is on by default
+    assert at.checkbox(key="adapt_site").value
     at.button(key="adapt_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     child = at.session_state["adapt_result"]
