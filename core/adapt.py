@@ -273,15 +273,17 @@ def site_threshold(scores: np.ndarray, seed: int = 0) -> tuple[float | None, dic
     return float(1 / (1 + np.exp(-boundary))), details
 
 
-def threshold_sentence(status: dict[str, Any]) -> str:
-    """What an adapted run decides with, in words for the page: its threshold, where it came from, and why it did not
-    move when the site's threshold was asked for and could not be found."""
-    parts = []
+def adaptation_summary(name: str, status: dict[str, Any]) -> str:
+    """What adaptation made, in words for the page: the new run, what was re-measured, the class-mix estimate, and what
+    the run decides with (its threshold, where it came from, or why the site's could not be found)."""
+    info = status.get("adaptation", {})
+    mix = ", ".join(f"{label} {share:.0%}" for label, share in info.get("site_prior", {}).items())
+    parts = [f"Created {name} from {status.get('parent')}: {info.get('images')} images, {info.get('batchnorm_layers')} BatchNorm "
+             f"layers re-measured, estimated class mix {mix}" + (f" ({info['prior_note']})." if info.get("prior_note") else ".")]
     if "threshold" in status:
         parts.append(f"Threshold {float(status['threshold']):.3f} ({status.get('threshold_source', 'the parent run')}).")
-    note = status.get("adaptation", {}).get("threshold_note")
-    if note:
-        parts.append(note[0].upper() + note[1:] + ".")
+    if info.get("threshold_note"):
+        parts.append(info["threshold_note"][0].upper() + info["threshold_note"][1:] + ".")
     return " ".join(parts)
 
 

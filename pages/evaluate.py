@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, metrics
-from core.adapt import adapt_run, threshold_sentence
+from core.adapt import adapt_run, adaptation_summary
 from core.dataset import class_counts
 from core.errors import MedImageError
 from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
@@ -358,17 +358,18 @@ with tabs[9]:
                "adapted run appears in every run list (Evaluate, Predict, export); evaluate it on the site's labelled "
                "images, if you have some, before trusting it.")
     folder = st.text_input("Folder of the new site's images (any layout; labels are not read)", key="adapt_folder")
-    class_mix = st.checkbox("Also move untuned decisions to the site's estimated class mix", key="adapt_mix",
-                            help="EM estimates the site's class proportions from the adapted model's probabilities and moves a "
-                                 "binary 0.5 (or the multi-class argmax) to them. It assumes those probabilities are calibrated at the "
-                                 "site, which adaptation does not give: measured, it more often cost accuracy than gained it. A tuned "
-                                 "threshold (Youden, target sensitivity) never moves.")
     from_site = st.checkbox("Move the threshold to where this site's scores part (two classes)", value=True, key="adapt_site",
                             help="A mixture of two clusters is fitted to the adapted model's scores on the site's images, and the "
                                  "threshold goes to the boundary between them: no labels, and no need for calibrated scores. It "
                                  "stays the run's when the scores are not clearly two clusters (one class, or a model that cannot "
                                  "tell them apart there). On another hospital's X-rays it gained 1-3 points over the run's "
                                  "own threshold.")
+    class_mix = st.checkbox("Also move untuned decisions to the site's estimated class mix", key="adapt_mix",
+                            help="EM estimates the site's class proportions from the adapted model's probabilities and moves a "
+                                 "binary 0.5 (or the multi-class argmax) to them. It assumes those probabilities are calibrated at the "
+                                 "site, which adaptation does not give: measured, it more often cost accuracy than gained it. A tuned "
+                                 "threshold (Youden, target sensitivity) never moves by it, and a binary threshold the site's "
+                                 "scores moved needs nothing more.")
     clicked = st.button("Adapt", type="primary", key="adapt_go")
     if clicked and not folder.strip():
         st.warning("Type the folder of the new site's images first.")
@@ -384,9 +385,5 @@ with tabs[9]:
         finally:
             bar.empty()
     if st.session_state.get("adapt_result"):
-        child_status = read_status(run.parent / st.session_state["adapt_result"])
-        info = child_status.get("adaptation", {})
-        st.success(f"Created {st.session_state['adapt_result']} from {child_status.get('parent')}: {info.get('images')} images, "
-                   f"{info.get('batchnorm_layers')} BatchNorm layers re-measured, estimated class mix {info.get('site_prior')}"
-                   f"{' (' + info['prior_note'] + ')' if info.get('prior_note') else ''}. "
-                   f"{threshold_sentence(child_status)} Choose it in the Run list above or on the Predict page.")
+        child = st.session_state["adapt_result"]
+        st.success(f"{adaptation_summary(child, read_status(run.parent / child))} Choose it in the Run list above or on the Predict page.")

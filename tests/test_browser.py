@@ -284,6 +284,7 @@ def test_external_curves_gap_and_adaptation_in_chromium(server_url: str, page, t
     created.wait_for(timeout=60_000)
     child = re.search(r"Created (\S+) from", created.inner_text()).group(1)
     # by default the threshold moves to the site's own; the page says what the adapted run decides with (or why it did not move)
+    page.screenshot(path=str(ARTIFACTS / "evaluate_adapt.png"), full_page=True)
     said = created.inner_text()
     assert re.search(r"Threshold \d\.\d{3} \(", said) and ("where the site's scores part" in said or "stays the parent's" in said), said
     assert page.locator("[data-testid='stException']").count() == 0

@@ -232,7 +232,7 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     site's images part, from the images alone; a folder of class folders gives the same threshold as the same images flat."""
     import shutil
 
-    from core.adapt import adapt_run, site_threshold, threshold_sentence
+    from core.adapt import adapt_run, adaptation_summary, site_threshold
     from core.cli import main
     from core.dataset import open_dataset
     from core.evaluate import binary_summary, predict_table
@@ -255,7 +255,7 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     expected, details = site_threshold(predictions[f"p_{classes[1]}"].to_numpy(float))  # the same adapted model's scores
     assert expected is not None and status["adaptation"]["site_threshold"] == details
     assert result["threshold"] == status["threshold"] == pytest.approx(expected, abs=1e-6)
-    assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in threshold_sentence(status)
+    assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in adaptation_summary(Path(result["run"]).name, status)
     accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
     assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
     twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path))
@@ -438,7 +438,7 @@ def test_pages_show_external_curves_gap_and_adapt(watched_run: Path, site: tuple
     at.button(key="adapt_go").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     child = at.session_state["adapt_result"]
-    assert any(child in s.value for s in at.success)
+    assert any(child in s.value and "Threshold" in s.value for s in at.success), [s.value for s in at.success]
     adaptation = read_status(watched_run.parent / child)["adaptation"]
     assert "not applied" not in adaptation.get("prior_note", "") and "separation" in adaptation["site_threshold"]
     at.switch_page("pages/predict.py").run()
