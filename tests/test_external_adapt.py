@@ -254,6 +254,8 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     status = read_status(Path(result["run"]))
     expected, details = site_threshold(predictions[f"p_{classes[1]}"].to_numpy(float))  # the same adapted model's scores
     assert expected is not None and status["adaptation"]["site_threshold"] == details
+    # the clusters' shares are the class-mix estimate shown; EM's is kept beside it
+    assert status["adaptation"]["site_prior"][classes[1]] == details["upper_share"] and "em_prior" in status["adaptation"]
     assert result["threshold"] == status["threshold"] == pytest.approx(expected, abs=1e-6)
     assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in adaptation_summary(Path(result["run"]).name, status)
     accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
