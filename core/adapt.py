@@ -257,7 +257,8 @@ def site_threshold(scores: np.ndarray, seed: int = 0) -> tuple[float | None, dic
     z = np.log(p / (1 - p)).reshape(-1, 1)
     if len(z) < MIN_IMAGES or np.ptp(z) < 1e-6:
         return None, {"reason": f"{len(z)} scores, {'all the same' if len(z) else 'none'}: nothing to separate"}
-    mixture = GaussianMixture(2, n_init=3, random_state=seed).fit(z)
+    # converged tightly (1-D and a few thousand scores at most: cheap), so the threshold is a function of the scores, not of EM's path
+    mixture = GaussianMixture(2, n_init=3, tol=1e-7, max_iter=2000, random_state=seed).fit(z)
     means, sds, shares = mixture.means_.ravel(), np.sqrt(mixture.covariances_.ravel()), mixture.weights_
     low, high = np.argsort(means)
     separation = float((means[high] - means[low]) / np.sqrt((sds[low] ** 2 + sds[high] ** 2) / 2))
