@@ -21,10 +21,10 @@ Up to three steps, none of which reads a label or trains a weight:
    `site_threshold`): where the adapted model's scores on the site's images part into two clusters, which needs neither
    labels nor calibrated scores. The threshold a run tuned on its own validation split is where its own hospital's
    classes part; on another hospital's X-rays (the X-ray recipe, 4 seeds) the site's own took accuracy after adaptation
-   from 0.906-0.931 to 0.928-0.943 (specificity up 5-16 points, sensitivity down 1-4.5), and on the runs' own test
+   from 0.906-0.931 to 0.931-0.947 (specificity up 6-16 points, sensitivity down 1-4.5), and on the runs' own test
    splits it moved accuracy by -0.016 to +0.008. When the scores are not clearly two clusters (one class, or a model the
    site has broken) the parent's threshold stays. When they are, the clusters' shares are the class-mix estimate
-   recorded (EM's is kept beside it): on those runs 63-67% pneumonia, truth 63%, where EM said 77-89%.
+   recorded (EM's is kept beside it): on those runs 62-66% pneumonia, truth 63%, where EM said 77-89%.
 
 The result is a new run folder that records its parent (config `adapted_from`, status `parent`):
 Evaluate, Predict and export treat it like any run. Images are taken in the order of their content
@@ -368,7 +368,7 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
         changes["threshold_source"] = (f"where the site's scores part: the boundary of a two-cluster mixture fitted to {len(table)} "
                                        f"unlabeled images (the parent's threshold was {parent})")
         # the clusters' shares are the class-mix estimate: EM reads the scores as calibrated at the site and ran to 77-89%
-        # pneumonia on another hospital's X-rays (truth 63%), where the shares said 63-67% (4 recipe runs)
+        # pneumonia on another hospital's X-rays (truth 63%), where the shares said 62-66% (4 recipe runs)
         share = changes["adaptation"]["site_threshold"]["upper_share"]
         changes["adaptation"]["em_prior"] = changes["adaptation"]["site_prior"]
         changes["adaptation"]["site_prior"] = {classes[0]: round(1 - share, 4), classes[1]: share}
