@@ -307,6 +307,51 @@ def _scores(run: Path, model: keras.Model, table: pd.DataFrame, classes: list[st
                     for view in views], axis=0)
 
 
+def _decisions(status: dict[str, Any], classes: list[str], head: str, scores: np.ndarray, source: np.ndarray, target: np.ndarray,
+               n_images: int, class_mix: bool, threshold_from_site: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the adapted run decides with (status fields: threshold, its source, multi-class prior weights) and what the
+    adaptation record says about it. In order: the site threshold for a binary run (the default), else the class mix
+    when asked (never over a tuned threshold, nor from an estimate at the edge), else the parent's decisions."""
+    decided: dict[str, Any] = {}
+    noted: dict[str, Any] = {"class_mix_applied": False}
+    if "threshold" in status:
+        decided.update(threshold=float(status["threshold"]), threshold_source=status.get("threshold_source", "the parent's"))
+    moved = None
+    if threshold_from_site and head == "binary":
+        moved, noted["site_threshold"] = site_threshold(scores[:, 0])
+        if moved is None:
+            noted["threshold_note"] = f"the threshold stays the parent's: {noted['site_threshold']['reason']}"
+    if moved is not None:
+        parent = f"{float(status['threshold']):.3f}" if "threshold" in status else "0.5"
+        decided.update(threshold=moved, threshold_source=(f"where the site's scores part: the boundary of a two-cluster mixture "
+                                                          f"fitted to {n_images} unlabeled images (the parent's threshold was {parent})"))
+        # the clusters' shares are the class-mix estimate: EM reads the scores as calibrated at the site and ran to 77-89%
+        # pneumonia on another hospital's X-rays (truth 63%), where the shares said 62-66% (4 recipe runs)
+        share = noted["site_threshold"]["upper_share"]
+        noted["em_prior"] = dict(zip(classes, target.round(4).tolist(), strict=True))
+        noted["site_prior"] = {classes[0]: round(1 - share, 4), classes[1]: share}
+        noted["prior_note"] = (f"the shares of the site's two score clusters; EM, which trusts the scores to be calibrated "
+                               f"there, said {classes[1]} {target[1]:.0%}")
+    elif not class_mix:
+        noted["prior_note"] = ("recorded, not applied: every decision stays the parent's (apply it with --class-mix or the page's "
+                               "class-mix option)")
+    elif head == "binary" and "threshold" in status:
+        decided["threshold_source"] = (f"the parent's ({status.get('threshold_source', 'tuned')}); a class-mix-free choice, so the "
+                                       f"site's estimated {classes[1]} share {target[1]:.2f} leaves it where it is")
+    elif not prior_is_usable(target):
+        noted["prior_note"] = (f"the estimate ran to the edge ({classes[int(np.argmin(target))]} at {np.min(target):.0%}): the "
+                               "model's scores at this site are too far from calibrated to estimate its class mix, so no "
+                               "decision was moved by it")
+    elif head == "binary":
+        noted["class_mix_applied"] = True
+        decided.update(threshold=bayes_threshold(source, target), threshold_source=(
+            f"Bayes decision for the site's estimated {classes[1]} share {target[1]:.2f} (EM on {n_images} unlabeled images)"))
+    else:
+        noted["class_mix_applied"] = True
+        decided["prior_weights"] = (target / source).tolist()
+    return decided, noted
+
+
 def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progress: Progress | None = None,
               class_mix: bool = False, threshold_from_site: bool = True) -> Path:
     """A new run folder: RUN adapted to the site of IMAGES (unlabeled); with class_mix, its Bayes decisions also move to
@@ -353,45 +398,9 @@ def adapt_run(run: Path, images: str | Path, runs_dir: Path | None = None, progr
                        "source_prior": dict(zip(classes, source.round(4).tolist(), strict=True)),
                        "site_prior": dict(zip(classes, target.round(4).tolist(), strict=True)), "labels_used": False},
     }
-    if "threshold" in status:
-        changes["threshold"] = float(status["threshold"])
-        changes["threshold_source"] = status.get("threshold_source", "the parent's")
-    changes["adaptation"]["class_mix_applied"] = False
-    moved = None
-    if threshold_from_site and head == "binary":
-        moved, changes["adaptation"]["site_threshold"] = site_threshold(scores[:, 0])
-        if moved is None:
-            changes["adaptation"]["threshold_note"] = f"the threshold stays the parent's: {changes['adaptation']['site_threshold']['reason']}"
-    if moved is not None:
-        parent = f"{float(status['threshold']):.3f}" if "threshold" in status else "0.5"
-        changes["threshold"] = moved
-        changes["threshold_source"] = (f"where the site's scores part: the boundary of a two-cluster mixture fitted to {len(table)} "
-                                       f"unlabeled images (the parent's threshold was {parent})")
-        # the clusters' shares are the class-mix estimate: EM reads the scores as calibrated at the site and ran to 77-89%
-        # pneumonia on another hospital's X-rays (truth 63%), where the shares said 62-66% (4 recipe runs)
-        share = changes["adaptation"]["site_threshold"]["upper_share"]
-        changes["adaptation"]["em_prior"] = changes["adaptation"]["site_prior"]
-        changes["adaptation"]["site_prior"] = {classes[0]: round(1 - share, 4), classes[1]: share}
-        changes["adaptation"]["prior_note"] = (f"the shares of the site's two score clusters; EM, which trusts the scores to be "
-                                               f"calibrated there, said {classes[1]} {target[1]:.0%}")
-    elif not class_mix:
-        changes["adaptation"]["prior_note"] = ("recorded, not applied: every decision stays the parent's (apply it with --class-mix "
-                                               "or the page's class-mix option)")
-    elif head == "binary" and "threshold" in status:
-        changes["threshold_source"] = (f"the parent's ({status.get('threshold_source', 'tuned')}); a class-mix-free choice, so the "
-                                       f"site's estimated {classes[1]} share {target[1]:.2f} leaves it where it is")
-    elif not prior_is_usable(target):
-        changes["adaptation"]["prior_note"] = (f"the estimate ran to the edge ({classes[int(np.argmin(target))]} at "
-                                               f"{np.min(target):.0%}): the model's scores at this site are too far from "
-                                               "calibrated to estimate its class mix, so no decision was moved by it")
-    elif head == "binary":
-        changes["adaptation"]["class_mix_applied"] = True
-        changes["threshold"] = bayes_threshold(source, target)
-        changes["threshold_source"] = (f"Bayes decision for the site's estimated {classes[1]} share {target[1]:.2f} (EM on "
-                                       f"{len(table)} unlabeled images)")
-    else:
-        changes["adaptation"]["class_mix_applied"] = True
-        changes["prior_weights"] = (target / source).tolist()
+    decided, noted = _decisions(status, classes, head, scores, source, target, len(table), class_mix, threshold_from_site)
+    changes.update(decided)
+    changes["adaptation"].update(noted)
     write_status(child, **changes)
     say("done", 1.0)
     return child
