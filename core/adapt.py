@@ -87,7 +87,7 @@ def training_sample(run: Path, config: dict[str, Any], n: int = 512) -> pd.DataF
             raise MedImageError(f"{run.name} was adapted on {site}, which is gone, and its statistics describe those images: "
                                 f"adapt the run it came from ({config['adapted_from']}) instead.")
         images = site_images(site)
-        return images.sample(min(n, len(images)), random_state=0) if len(images) > n else images
+        return images.sample(n, random_state=0) if len(images) > n else images
     table = run_rows(run, config, open_source(config["data"]).table)
     train = table[table["split"] == "train"]
     return train.sample(min(n, len(train)), random_state=0) if len(train) else train
@@ -265,13 +265,16 @@ def site_threshold(scores: np.ndarray, seed: int = 0) -> tuple[float | None, dic
     details = {"logit_means": [round(float(means[low]), 3), round(float(means[high]), 3)],
                "logit_sds": [round(float(sds[low]), 3), round(float(sds[high]), 3)],
                "upper_share": round(float(shares[high]), 4), "separation": round(separation, 2)}
-    if separation < MIN_SEPARATION or min(shares) < MIN_CLUSTER_SHARE:
-        details["reason"] = (f"the site's scores are not clearly two clusters (separation {separation:.1f}, needs {MIN_SEPARATION:g}; "
-                             f"smaller cluster {min(shares):.0%}, needs {MIN_CLUSTER_SHARE:.0%}): one class, or a model that "
-                             "cannot tell them apart there")
-        return None, details
     grid = np.linspace(means[low], means[high], 2001)
     upper = mixture.predict_proba(grid.reshape(-1, 1))[:, high]
+    short = [f"separation {separation:.1f}, needs {MIN_SEPARATION:g}"] if separation < MIN_SEPARATION else []
+    short += [f"smaller cluster {min(shares):.0%}, needs {MIN_CLUSTER_SHARE:.0%}"] if min(shares) < MIN_CLUSTER_SHARE else []
+    # a small, narrow upper cluster inside a broad lower one is never the likelier between the two means: no boundary there
+    short += ["the upper cluster is nowhere the likelier between the two"] if upper[-1] < 0.5 else []
+    if short:
+        details["reason"] = (f"the site's scores are not clearly two clusters ({'; '.join(short)}): one class, or a model that "
+                             "cannot tell them apart there")
+        return None, details
     boundary = grid[int(np.argmax(upper >= 0.5))]
     return float(1 / (1 + np.exp(-boundary))), details
 

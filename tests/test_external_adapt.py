@@ -222,6 +222,12 @@ def test_site_threshold_finds_where_a_sites_classes_part() -> None:
     one, why = site_threshold(1 / (1 + np.exp(-rng.normal(2.5, 1.0, 300))))
     assert one is None and "not clearly two clusters" in why["reason"]
     assert site_threshold(scores[:5])[0] is None and site_threshold(np.full(100, 0.9))[0] is None
+    # a small narrow cluster inside a broad one (separation > 2, share > 5%) whose posterior never passes one half between
+    # the means: no boundary, where the first version put the threshold at the broad cluster's mean (0.49 here)
+    draw = np.random.default_rng(0)
+    tail = np.concatenate([draw.normal(0, 1, 940), draw.normal(1.6, 0.25, 60)])
+    none, why = site_threshold(1 / (1 + np.exp(-tail)))
+    assert none is None and "nowhere the likelier" in why["reason"] and why["separation"] > 2, why
 
 
 @pytest.mark.slow
