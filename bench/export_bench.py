@@ -47,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     import keras
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
 
     from core.errors import MedImageError
     from core.export import check_images, export_run, float32_model
@@ -74,7 +75,7 @@ def main() -> None:
             x = tf.constant(image)
             fn = lambda s=serve, x=x: s(x)  # noqa: E731
         else:
-            interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=2)
+            interpreter = Interpreter(model_path=str(path), num_threads=2)
             interpreter.allocate_tensors()
             inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
 

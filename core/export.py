@@ -110,10 +110,11 @@ def _tflite_bytes(model: keras.Model, quantize: str | None, work: Path) -> bytes
 
 
 def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
-    """Run a .tflite file with TensorFlow's own interpreter, one image at a time (as on a device)."""
-    import tensorflow as tf
+    """Run a .tflite file with LiteRT's interpreter (what phones run; tf.lite.Interpreter is deprecated), one image at a
+    time (as on a device)."""
+    from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_path=str(path))
     interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, *images.shape[1:]])
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
