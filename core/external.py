@@ -10,6 +10,7 @@ schedule and the threshold choice read from: an external set cannot steer them b
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,9 +64,10 @@ def score(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
 class ExternalMonitor(keras.callbacks.Callback):
     """Scores the validation split and each external set after every epoch into external.csv. Binary heads only."""
 
-    def __init__(self, run: Path, sets: dict[str, pd.DataFrame], classes: list[str], pipeline: PipelineConfig) -> None:
+    def __init__(self, run: Path, sets: dict[str, pd.DataFrame], classes: list[str], pipeline: PipelineConfig,
+                 skip: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
-        self.run = Path(run)
+        self.run, self.skip = Path(run), skip
         # scored every epoch: kept decoded in memory when they fit, streamed otherwise
         config = replace(pipeline, cache=cache_plan(sum(len(t) for t in sets.values()), pipeline).in_memory)
         self.sets = {name: (make_dataset(table, classes, config), (table["label"] == classes[1]).to_numpy(int))
@@ -76,6 +78,8 @@ class ExternalMonitor(keras.callbacks.Callback):
         return np.concatenate([np.asarray(self.model.predict_on_batch(x), float)[:, 0] for x, _ in data])
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:  # reads nothing from logs and writes nothing into them
+        if self.skip():  # an epoch the run does not count (cut short by "Stop now"): no row, as in metrics.csv
+            return
         threshold = float(read_status(self.run).get("threshold", 0.5))
         rows = [{"epoch": epoch + 1, "set": name, "threshold": threshold, **score(y, self._predict(data), threshold)}
                 for name, (data, y) in self.sets.items()]
@@ -84,12 +88,14 @@ class ExternalMonitor(keras.callbacks.Callback):
         write_text(self.run / EXTERNAL_FILE, self.rows.to_csv(index=False))
 
 
-def monitor_for(run: Path, config, classes: list[str], val: pd.DataFrame) -> ExternalMonitor | None:
-    """The job's monitor when the run lists external sets and has a binary head; None otherwise."""
+def monitor_for(run: Path, config, classes: list[str], val: pd.DataFrame,
+                skip: Callable[[], bool] = lambda: False) -> ExternalMonitor | None:
+    """The job's monitor when the run lists external sets and has a binary head; None otherwise. `skip` says the
+    epoch just ended is not counted (the recorder's part epoch)."""
     if not config.external or config.model.head != "binary":
         return None
     sets = {VALIDATION: val} | {external_name(source): load_external(source, classes) for source in config.external}
-    return ExternalMonitor(run, sets, classes, config.pipeline)
+    return ExternalMonitor(run, sets, classes, config.pipeline, skip)
 
 
 def predict_externals(run: Path, sources: list[str] | tuple[str, ...], classes: list[str]) -> None:

@@ -230,6 +230,8 @@ class RunRecorder(keras.callbacks.Callback):
         self._stop_after_epoch = False
         self._epoch_start = time.time()
         self._epoch = 0
+        self._batch = 0  # batches done in the epoch under way
+        self.part_epoch = False  # "Stop now" cut the epoch under way short: checkpointed, not counted
         self._history = pd.DataFrame()
         self._resumed = False
         self._batches: list[dict[str, float]] = []
@@ -262,6 +264,16 @@ class RunRecorder(keras.callbacks.Callback):
             self._stop_after_epoch = True
             self._log("stop requested: stopping after this epoch")
 
+    def _checkpoint(self, logs: dict[str, float], done: int) -> None:
+        """best.keras when the monitored value improved, last.keras always, and last.json: the epochs done (Resume's
+        starting epoch)."""
+        value = logs.get(self.config.monitor)
+        if value is not None and (self.best is None or (value < self.best if self._mode == "min" else value > self.best)):
+            self.best = value
+            save_model_atomic(self.model, self.run / "best.keras")
+        save_model_atomic(self.model, self.run / "last.keras")
+        write_json(self.run / "last.json", {"epoch": done})
+
     def _log(self, line: str) -> None:
         log_line(self.run, line)
 
@@ -274,9 +286,10 @@ class RunRecorder(keras.callbacks.Callback):
         self.handle_requests()
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self._epoch, self._epoch_start = epoch, time.time()
+        self._epoch, self._epoch_start, self._batch = epoch, time.time(), 0
 
     def on_train_batch_end(self, batch: int, logs=None) -> None:
+        self._batch = batch + 1
         if (batch + 1) % self.config.batch_log_every == 0 or batch + 1 == self.steps:
             row = {"epoch": self._epoch + 1, "batch": batch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
             self._batches.append(row)
@@ -287,18 +300,13 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        if self.stopped_by_user and not self._stop_after_epoch and self._batch < self.steps:
+            self._end_part_epoch(epoch, logs)
+            return
         row = {"epoch": epoch + 1, "lr": self._lr(), "seconds": round(time.time() - self._epoch_start, 2), **logs}
         self._history = pd.concat([self._history, pd.DataFrame([row])], ignore_index=True)
         write_text(self.run / "metrics.csv", self._history.to_csv(index=False))
-        value = logs.get(self.config.monitor)
-        improved = value is not None and (
-            self.best is None or (value < self.best if self._mode == "min" else value > self.best)
-        )
-        if improved:
-            self.best = value
-            save_model_atomic(self.model, self.run / "best.keras")
-        save_model_atomic(self.model, self.run / "last.keras")
-        write_json(self.run / "last.json", {"epoch": epoch + 1})  # the epoch last.keras holds, for resume
+        self._checkpoint(logs, epoch + 1)
         eta = (self.epochs - epoch - 1) * float(self._history["seconds"].tail(3).mean())
         write_status(
             self.run, epoch=epoch + 1, epochs=self.epochs, best_metric=self.config.monitor, best_value=self.best,
@@ -309,6 +317,17 @@ class RunRecorder(keras.callbacks.Callback):
         if self._stop_after_epoch:
             self.stopped_by_user = True
             self.model.stop_training = True
+
+    def _end_part_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """"Stop now" mid-epoch: keep the work (last.keras, and best.keras if it validated better) but count only the
+        epochs done, so Resume runs this epoch again in full instead of skipping the rest of its images. No metrics row:
+        a row is one whole pass over the training images."""
+        self.part_epoch = True
+        self._checkpoint(logs, epoch)
+        write_status(self.run, epoch=epoch, best_value=self.best, heartbeat=now_iso(), heartbeat_ts=time.time(), lr=self._lr())
+        scores = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("val_"))
+        self._log(f"stopped at batch {self._batch}/{self.steps} of epoch {epoch + 1}: checkpointed{' (' + scores + ')' if scores else ''} "
+                  f"but not counted; Resume runs epoch {epoch + 1} again in full")
 
 
 def ema_momentum(epochs: float, steps_per_epoch: int) -> float:
@@ -500,7 +519,8 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         steps = int(np.ceil(len(train) / config.pipeline.batch_size))
         last = run / "last.keras"
         with strategy.scope():
-            if last.exists():
+            resumed = last.exists()  # a checkpoint, even of a part epoch: an averaged one holds the average (see the swap)
+            if resumed:
                 model = keras.saving.load_model(last, safe_mode=True)  # compiled, with optimizer state
                 initial_epoch = int(read_json(run / "last.json").get("epoch", 0))
             else:
@@ -520,7 +540,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         recorder.handle_requests()  # e.g. "extend" sent to a finished run before resuming it
         callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.ema_epochs:
-            callbacks.insert(0, averaged_weights_swap(resumed=initial_epoch > 0))
+            callbacks.insert(0, averaged_weights_swap(resumed=resumed))
         if member.distributed:
             callbacks.append(ClusterEcho(member))
         if config.early_stopping_patience and val_ds is not None:
@@ -536,7 +556,7 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             callbacks.append(Dwell(config.dwell_factor))
         if config.tensorboard and importlib.util.find_spec("tensorboard") is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run / "tensorboard")))
-        external = monitor_for(run, config, classes, val)
+        external = monitor_for(run, config, classes, val, skip=lambda: recorder.part_epoch)
         if external is not None:
             callbacks.append(external)  # last, and it only writes external.csv: nothing above can read what it measures
         epoch = initial_epoch
@@ -562,12 +582,13 @@ def _train(run: Path, verbose: int, member: Role) -> str:
             if done == 0 or (model.stop_training and not recorder.extend):
                 break  # early stopping (or a stop) ended it; an extend request during the fit continues it
             recorder.extend = 0
-        if config.ema_epochs and last.exists():  # the last epoch's averaged weights (the model may hold the raw ones now)
-            write_bytes(run / "final.keras", last.read_bytes())
-        else:
-            save_model_atomic(model, run / "final.keras")
-        if not (run / "best.keras").exists() and last.exists():
-            write_bytes(run / "best.keras", last.read_bytes())
+        if last.exists():  # else no batch was trained (a stop before the first): no model, so Resume starts afresh
+            if config.ema_epochs or recorder.part_epoch:  # the checkpoint's weights (the model may hold the raw average's)
+                write_bytes(run / "final.keras", last.read_bytes())
+            else:
+                save_model_atomic(model, run / "final.keras")
+            if not (run / "best.keras").exists():
+                write_bytes(run / "best.keras", last.read_bytes())
         if config.tune_threshold and config.model.head == "binary" and len(val) and not recorder.stopped_by_user:
             from core.evaluate import tune_threshold
 

@@ -246,8 +246,8 @@ def live_view(run: Path) -> None:
 def controls(run: Path, state: str, lr: float | None) -> None:
     cols = st.columns(6)
     if cols[0].button("Stop now", disabled=state != "running", key="ctl_stop",
-                      help="Stop after the current batch: the epoch under way ends there, is validated and "
-                      "checkpointed, and the run can be resumed from it."):
+                      help="Stop after the current batch. What the part epoch learned is checkpointed, but it is not "
+                      "counted: Resume runs that epoch again in full, so no image of it is skipped."):
         request(run, stop="now")
     if cols[1].button("Stop after epoch", disabled=state != "running", key="ctl_stop_epoch",
                       help="Let the current pass over the images finish, then stop."):

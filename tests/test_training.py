@@ -381,6 +381,55 @@ def test_weight_average_is_what_checkpoints_hold_and_survives_a_stop(tmp_path: P
         assert moved(averaged, name) < 0.003, name
 
 
+def test_stop_now_mid_epoch_keeps_the_work_but_not_the_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Stop now" after batch 2 of epoch 2: the part epoch is checkpointed, but last.json, the status, metrics.csv and
+    the external curves say 1 epoch, so Resume trains epoch 2 again in full (counted as done, the rest of its images
+    would be skipped)."""
+    import shutil
+
+    from core import train
+    from core.dataset import open_dataset
+    from core.external import EXTERNAL_FILE
+    from core.train import run_job
+
+    site = tmp_path / "site"  # a few demo test images as another hospital's labelled folder
+    for _, row in open_dataset("demo").table.query("split == 'test'").groupby("label").head(4).iterrows():
+        (site / row["label"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(row["path"], site / row["label"])
+    run = create_run(_config(epochs=3, tensorboard=False, external=(str(site),)), tmp_path / "runs")
+    real = train.take_requests
+
+    def stop_in_epoch_2(path: Path) -> dict:  # the page's request, sent as the job's status shows epoch 2's batch 2
+        status = read_status(path)
+        return {"stop": "now"} if (status.get("epoch"), status.get("batch")) == (1, 2) and status["steps"] > 2 else real(path)
+
+    monkeypatch.setattr(train, "take_requests", stop_in_epoch_2)
+    assert run_job(run, verbose=0) == "stopped"
+    monkeypatch.setattr(train, "take_requests", real)
+    status = read_status(run)
+    assert status["epoch"] == 1 and json.loads((run / "last.json").read_text()) == {"epoch": 1}
+    assert read_metrics(run)["epoch"].tolist() == [1] and set(read_metrics(run, EXTERNAL_FILE)["epoch"]) == {1}
+    assert "stopped at batch 2/" in (run / "log.txt").read_text() and (run / "final.keras").exists()
+    assert jobs.resume_refusal(run) == ""
+    assert run_job(run, verbose=0) == "completed"
+    metrics = read_metrics(run)
+    assert metrics["epoch"].tolist() == [1, 2, 3] and read_status(run)["epoch"] == 3
+    assert sorted(set(read_metrics(run, EXTERNAL_FILE)["epoch"])) == [1, 2, 3]
+
+
+def test_stop_now_before_the_first_batch_leaves_a_run_that_resumes(tmp_path: Path) -> None:
+    """A stop that reaches the job before it trained anything (pressed while the model was being built) stops it with
+    no model written: an untrained final.keras would have made Resume refuse the run for holding a model."""
+    from core.train import run_job
+
+    run = create_run(_config(epochs=1, tensorboard=False), tmp_path)
+    request(run, stop="now")
+    assert run_job(run, verbose=0) == "stopped"
+    assert not any((run / name).exists() for name in ("best.keras", "last.keras", "final.keras"))
+    assert jobs.resume_refusal(run) == ""
+    assert run_job(run, verbose=0) == "completed" and read_metrics(run)["epoch"].tolist() == [1]
+
+
 def test_settings_that_differ_name_what_changed_between_runs(tmp_path: Path) -> None:
     """Only the settings the runs disagree on, nested ones by their path; an older run without a newer option counts
     as its default (off: no row), an adapted run's lineage shows, and a run without augmentation says "off" instead of
