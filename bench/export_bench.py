@@ -1,10 +1,11 @@
 """Export formats side by side: file size and single-image CPU latency (issue 14).
 
-Exports RUN (default: a SmallNet trained for 2 epochs on the demo set) to .keras, SavedModel and TFLite
-(float32, float16, int8), then times one image at a time, p50 / p95 over N calls after a warm-up,
-against the naive way: Keras `model.predict(x[None])` per image.
+Exports RUN (default: a SmallNet trained for 2 epochs on the demo set, with `--intensity` as the scratch recipes can
+set it: `equalize` adds the in-model histogram equalisation, whose sort is the costliest op TFLite runs for it) to
+.keras, SavedModel and TFLite (float32, float16, int8), then times one image at a time, p50 / p95 over N calls after a
+warm-up, against the naive way: Keras `model.predict(x[None])` per image.
 
-    python bench/export_bench.py [RUN] [--calls 100]
+    python bench/export_bench.py [RUN] [--calls 100] [--intensity rescale|standardize|equalize]
 """
 
 from __future__ import annotations
@@ -31,19 +32,23 @@ def timed(fn, calls: int) -> tuple[float, float]:
     return statistics.median(times), times[int(0.95 * (len(times) - 1))]
 
 
-def demo_run(folder: Path) -> Path:
+def demo_run(folder: Path, intensity: str) -> Path:
     from core.runs import create_run
     from core.train import make_config, run_job
 
-    run = create_run(make_config("demo", "smallnet", image_size=128, epochs=2, tensorboard=False).to_dict(), folder)
+    config = make_config("demo", "smallnet", image_size=128, epochs=2, tensorboard=False, intensity=intensity)
+    run = create_run(config.to_dict(), folder)
     run_job(run, verbose=0)
     return run
 
 
 def main() -> None:
+    from core.catalog import INTENSITY
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", default=None)
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--intensity", choices=INTENSITY, default="rescale", help="the demo run's per-image intensity (ignored with RUN)")
     args = parser.parse_args()
     import keras
     import tensorflow as tf
@@ -53,7 +58,7 @@ def main() -> None:
     from core.export import check_images, export_run, float32_model
 
     work = Path(tempfile.mkdtemp(prefix="export-bench-"))
-    run = Path(args.run) if args.run else demo_run(work / "runs")
+    run = Path(args.run) if args.run else demo_run(work / "runs", args.intensity)
     image = check_images(run, 1)
     model = float32_model(run)
     rows = [("Keras model.predict(x[None]) per image (naive)", None, lambda: model.predict(image, verbose=0))]
