@@ -11,6 +11,8 @@ first, and the shared sidebar's imports wait until the page is done.
 
 import streamlit as st
 
+from pages.flow import PageEnd
+
 st.set_page_config(page_title="MedImage Studio", page_icon=":material/radiology:", layout="wide")
 
 PAGES = [
@@ -28,6 +30,8 @@ with st.sidebar:
         st.page_link(page)
 try:
     navigation.run()
+except PageEnd:  # the page ended early (pages.flow.end_page): the sidebar is still drawn
+    pass
 finally:  # after the page, which may have just changed the active dataset (or stopped early)
     from pages.common import active_dataset_name, sidebar
 

@@ -19,6 +19,7 @@ from pages.common import (
     source_label,
     thumbnail,
 )
+from pages.flow import end_page
 
 st.title("Dataset")
 
@@ -65,7 +66,7 @@ elif new_source is not None:
 source = active_dataset_name()
 dataset = load_dataset(source)
 if dataset is None:
-    st.stop()
+    end_page()
 
 st.subheader(f"Active: {'demo set' if source == DEMO else source_label(source)}")
 shared = patients_split(source)  # Kermany-style names: splits keep each patient on one side
@@ -136,7 +137,8 @@ with samples:
         st.image(morphology.channel(pixels, which), caption=f"{which} channel of {chosen}", width=384)
 
 # ---- balance and split --------------------------------------------------------------------------
-with balance:
+def balance_and_split() -> None:
+    """Trim, drop and re-split the active dataset, and save the result under a name."""
     cols = st.columns(4)
     max_per = cols[0].number_input("Max per class (0 = all)", 0, 10**7, 0, step=50, key="trim_max")
     min_per = cols[1].number_input("Drop classes under (0 = keep all)", 0, 10**7, 0, step=10, key="trim_min")
@@ -152,7 +154,7 @@ with balance:
         prepared, dropped = prepare(dataset, max_per or None, min_per or None, resplit, fractions, int(seed))
     except MedImageError as exc:
         st.error(str(exc))
-        st.stop()
+        return  # this tab only: the leakage tab still draws
     if dropped:
         st.warning(f"Dropped classes: {', '.join(dropped)}")
     left, right = st.columns(2)
@@ -177,6 +179,10 @@ with balance:
     saved = list_definitions()
     if saved:
         st.dataframe(pd.DataFrame(saved)[["name", "images", "classes", "created", "error"]], hide_index=True, width="stretch")
+
+
+with balance:
+    balance_and_split()
 
 # ---- duplicates and leakage ---------------------------------------------------------------------
 with leakage:

@@ -20,12 +20,13 @@ from core.models import ModelConfig
 from core.report import build_report
 from core.runs import list_runs, over_seeds, read_json, read_status, run_rows, settings_that_differ
 from pages.common import explainer_for, load_dataset, model_key, predictor_for, run_labels, runs_with_models, thumbnail
+from pages.flow import end_page
 
 st.title("Evaluate")
 runs = runs_with_models(list_runs())
 if runs.empty:
     st.info("No trained model yet. Train one on the Train page (the defaults take a few minutes on a CPU), then come back.")
-    st.stop()
+    end_page()
 
 names = runs["run"].tolist()
 paths = dict(zip(runs["run"], runs["path"], strict=True))
@@ -54,7 +55,7 @@ tta = cols[2].checkbox(
 if target == "external folder":
     if not external.strip():
         st.info("Type the path of a folder of class folders to evaluate on data the model has never seen.")
-        st.stop()
+        end_page()
     source, split = external.strip(), "all"
     name = external_name(source)
 else:
@@ -67,7 +68,7 @@ name += suffix
 def rows_to_predict():
     dataset = load_dataset(source)
     if dataset is None:
-        st.stop()
+        end_page()
     if split == "all":
         return dataset, dataset.table
     table = run_rows(run, config, dataset.table)  # the run's own split (a recipe's patient-grouped one, a fold)
@@ -102,7 +103,7 @@ if cols[0].button("Predict" if predictions is None else "Predict again", type="p
         st.rerun()  # drawn from the stored table, with the button now saying "Predict again"
 if predictions is None:
     st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in the run folder.")
-    st.stop()
+    end_page()
 cols[1].caption(f"{len(predictions)} images · predictions stored in the run folder as predictions-{name}.csv")
 
 

@@ -10,12 +10,13 @@ from core.errors import ImageReadError, MedImageError
 from core.image_reader import read_image
 from core.normalize import METHODS, normalize, to_display
 from pages.common import active_dataset_name, load_dataset, thumbnail
+from pages.flow import end_page
 
 st.title("Preprocessing lab")
 
 dataset = load_dataset(active_dataset_name())
 if dataset is None:
-    st.stop()
+    end_page()
 
 left, right = st.columns(2)
 label = left.selectbox("Class", dataset.classes)
@@ -25,7 +26,7 @@ try:
     pixels = read_image(paths[int(index)]).pixels
 except ImageReadError as exc:
     st.error(str(exc))
-    st.stop()
+    end_page()
 st.caption(paths[int(index)])
 
 normalisation, morph, augmentation = st.tabs(["Normalisation", "Threshold and morphology", "Augmentation"], key="lab_tabs")

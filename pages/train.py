@@ -27,6 +27,7 @@ from core.runs import (
 )
 from core.train import blend_of, create_run_with_rows, lr_sweep_configs, make_config, overfit_preset, precision_for
 from pages.common import active_dataset_name, device, load_dataset, run_labels, source_label
+from pages.flow import end_page
 
 st.title("Train")
 
@@ -140,7 +141,7 @@ def external_sources(text: str) -> tuple[str, ...]:
     sources = tuple(line.strip() for line in text.splitlines() if line.strip())
     for source in sources:
         if load_dataset(source) is None:  # the message is on the page
-            st.stop()
+            end_page()
     return sources
 
 
@@ -198,7 +199,7 @@ with st.expander("ImageNet weights on this machine"):
 runs = list_runs()
 if runs.empty:
     st.info("No runs yet. Start one above: it trains in the background, and its progress and curves appear here.")
-    st.stop()
+    end_page()
 
 names = runs["run"].tolist()
 if st.session_state.get("train_run") not in names:  # first visit, or the selected run was deleted: the newest

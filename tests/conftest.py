@@ -33,6 +33,22 @@ def _fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(weights, "SHARED_WEIGHTS", tmp_path / "no-shared-weights")
 
 
+@pytest.fixture(autouse=True)
+def _through_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest runs go through app.py, as on a server. AppTest puts Streamlit back in its legacy multipage mode before
+    each run (this app has a pages/ folder), where a switched-to page ran alone: without app.py's navigation, the
+    sidebar it draws after the page, or its catch of pages.flow.PageEnd."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def init_then_leave_legacy(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_then_leave_legacy)
+
+
 def write_png(path: Path, size=(16, 12), value: int = 128, mode: str = "L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.full((size[1], size[0]), value, np.uint8)

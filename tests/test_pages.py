@@ -144,6 +144,31 @@ def test_dataset_page_every_tab_on_the_demo_set() -> None:
     assert any("No duplicates" in s.value for s in at.success)
 
 
+def _sidebar(at: AppTest) -> list:
+    return [getattr(e, "value", None) for e in at.sidebar]
+
+
+@pytest.mark.parametrize(("page", "message"), [("pages/train.py", "No runs yet"), ("pages/evaluate.py", "No trained model yet")])
+def test_a_page_that_ends_early_still_draws_the_sidebar(page: str, message: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any run, Train and Evaluate end early with a message. The sidebar (dataset, latest run, device) is drawn
+    after the page; ended with st.stop(), the page stopped it too, and a new user saw neither on those pages."""
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(tmp_path / "no-runs"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page(page).run()
+    assert not at.exception and any(message in i.value for i in at.info)
+    assert {"Active dataset", "Latest run", "Device", "none yet: train one on the Train page"} <= set(_sidebar(at))
+
+
+def test_a_refused_rebalance_ends_its_tab_only() -> None:
+    """Trimming that would leave one class is refused in the balance tab; the leakage tab after it and the sidebar
+    still draw (st.stop() ended the whole page there)."""
+    at = _dataset_page()
+    at.number_input(key="trim_min").set_value(1000).run()
+    assert not at.exception and any("fewer than two classes" in e.value for e in at.error)
+    assert at.button(key="dup_button") is not None and "Active dataset" in _sidebar(at)
+
+
 @pytest.mark.parametrize("case", ["empty folder", "bad csv", "saved dataset"])
 def test_dataset_page_bad_sources_show_messages(tmp_path: Path, case: str) -> None:
     at = _dataset_page()
