@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from core import metrics
+from core import metrics, novelty
 from core.atomic import write_text
 from core.errors import MedImageError
 from core.file_cache import Progress
@@ -72,10 +72,15 @@ def predict_table(
     head = ModelConfig.from_dict(config.get("model", {})).head
     batches = make_dataset(table, classes, pipeline)
     tta = bool(config.get("tta", False)) if tta is None else tta
-    outputs, done = [], 0
+    reference = novelty.load(run) if len(models) == 1 else None  # what is usual for the model: each image's distance
+    outputs, distances, done = [], [], 0
     views = 2 if tta else 1
     for images, _ in batches:
-        scores = sum(np.asarray(m.predict_on_batch(images), dtype=float) for m in models)
+        if reference is not None:  # one pass gives the distance and the prediction
+            distance, scores = reference.measure_and_score(models[0], images)
+            distances.append(distance)
+        else:
+            scores = sum(np.asarray(m.predict_on_batch(images), dtype=float) for m in models)
         if tta:
             scores = scores + sum(np.asarray(m.predict_on_batch(images[:, :, ::-1, :]), dtype=float) for m in models)
         outputs.append(scores / (views * len(models)))
@@ -96,6 +101,9 @@ def predict_table(
     else:
         out["score"] = scores[:, 0]
         out["predicted"] = [classes[i] for i in np.clip(np.round(scores[:, 0]), 0, len(classes) - 1).astype(int)]
+    if reference is not None:
+        out["distance"] = np.concatenate(distances)
+        out["unusual"] = reference.unusual(out["distance"].to_numpy())
     write_text(predictions_path(run, name), out.to_csv(index=False))
     return out
 

@@ -22,6 +22,8 @@ from core.dicom import modality_caution
 from core.errors import MedImageError
 from core.evaluate import load_run_models, prior_weighted
 from core.image_reader import read_image
+from core.novelty import Reference
+from core.novelty import caution as novelty_caution
 from core.pipeline import PipelineConfig, prepare_pixels
 from core.runs import read_json, read_status
 
@@ -150,9 +152,11 @@ def from_model(model: keras.Model, classes: list[str] | None = None, name: str =
     return Predictor(models=[model], classes=classes, image_size=int(shape[1]), channels=int(shape[3]), head=head, name=name)
 
 
-def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], batch_size: int = 32, progress=None) -> pd.DataFrame:
+def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], batch_size: int = 32, progress=None,
+                  novelty: Reference | None = None) -> pd.DataFrame:
     """One row per file (name, label, probabilities, or the error that file gave, and a caution such as a DICOM that is
-    not an X-ray), batched."""
+    not an X-ray), batched. With the run's novelty reference, each row also says whether the image is unusual for the
+    model (core.novelty), and the caution says so."""
     rows: list[dict] = []
     batch: list[np.ndarray] = []
     names: list[tuple[str, str]] = []
@@ -160,8 +164,15 @@ def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], 
     def flush() -> None:
         if not batch:
             return
-        for (name, caution), score in zip(names, predictor.scores(np.stack(batch)), strict=True):
-            rows.append({"file": name, "label": predictor.label(score), **predictor.probabilities(score), "caution": caution, "error": ""})
+        prepared = np.stack(batch)
+        distances = novelty.measure(predictor.model, prepared) if novelty is not None else [None] * len(batch)
+        for (name, caution), score, distance in zip(names, predictor.scores(prepared), distances, strict=True):
+            extra = {}
+            if distance is not None:
+                extra = {"unusual": bool(novelty.unusual(distance))}
+                caution = " ".join(c for c in (caution, novelty_caution(novelty, distance)) if c)
+            rows.append({"file": name, "label": predictor.label(score), **predictor.probabilities(score), **extra,
+                         "caution": caution, "error": ""})
         batch.clear()
         names.clear()
 

@@ -597,6 +597,12 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         if config.external and not recorder.stopped_by_user:
             write_status(run, message="predicting the external sets with the best model")
             predict_externals(run, config.external, classes)
+        if member.is_chief and not recorder.stopped_by_user and (run / "best.keras").exists():
+            from core.novelty import measure_if_possible
+
+            write_status(run, message="measuring which images are usual for the model (Predict's check of unusual images)")
+            if reason := measure_if_possible(run):
+                print(reason, flush=True)
         state = "stopped" if recorder.stopped_by_user else "completed"
         write_status(run, state=state, finished=now_iso(), heartbeat=now_iso(), heartbeat_ts=time.time(), eta_s=0, message="")
         return state

@@ -1,0 +1,243 @@
+"""Is this image like the ones the model learned from? A check that needs no label, for Predict and for a new site.
+
+A model gives a confident probability for any image, an X-ray from a scanner it never saw included. This measures how far
+an image lies from the training images in the model's own features (the input of its last Dense layer): the Mahalanobis
+distance to the nearest class mean, with one covariance shared by the classes (Lee et al. 2018, "A simple unified
+framework for detecting out-of-distribution samples"), estimated with Ledoit-Wolf shrinkage (scikit-learn) because a
+backbone has more features than a run has images to spare. Distances mean nothing alone, so each is put beside the
+distances of the run's validation images, which the model did not learn from but which come from its own hospital: an
+image further than 99% of them is flagged "unusual". On a whole site it gives the share flagged, which should be near 1%
+when the site is like the training hospital.
+
+The reference (class means, shared precision, the validation distances) is measured once per run and kept in the run
+folder as novelty.npz. For a run adapted to a site, the reference is that site's own images (the classes the adapted model
+gives them, since labels are never read there), split half to fit, half to compare: its statistics describe that site.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from core.atomic import write_bytes
+from core.errors import MedImageError
+from core.runs import read_json, read_status, run_rows
+
+FILE = "novelty.npz"
+FIT_IMAGES = 1000  # training images the class means and covariance are fitted on (seeded sample)
+COMPARE_IMAGES = 1000  # validation images the distances are compared with
+FLAG_SHARE = 0.01  # flagged: further than all but this share of the validation images
+Progress = Callable[[str, float], None]
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """The model up to its last layer's input: the features its decision is a linear function of."""
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise MedImageError(f"{model.name} does not end in a Dense layer, so it has no feature layer to measure images in.")
+    return keras.Model(model.inputs, last.input, name=f"{model.name}_features")
+
+
+def features_and_output(model: keras.Model) -> keras.Model:
+    """One pass for both: the features (the last layer's input) and the model's own output."""
+    return keras.Model(model.inputs, [feature_model(model).outputs[0], model.outputs[0]], name=f"{model.name}_and_features")
+
+
+@dataclass
+class Reference:
+    """Class means (k, d) and a shared precision (d, d) of the fit images' features; the sorted distances of the
+    comparison images."""
+
+    means: np.ndarray
+    precision: np.ndarray
+    compare: np.ndarray
+    source: str = ""
+    _twins: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def cutoff(self) -> float:
+        """Distances above this are flagged: the (1 - FLAG_SHARE) quantile of the comparison images' distances."""
+        return float(np.quantile(self.compare, 1 - FLAG_SHARE, method="higher"))
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row to the nearest class mean."""
+        diff = np.asarray(features, np.float64)[:, None, :] - self.means[None]  # (n, k, d)
+        squared = ((diff @ self.precision) * diff).sum(axis=-1)
+        return np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+
+    @property
+    def expected_share(self) -> float:
+        """The share of images like the comparison images (exchangeable with them) that the cutoff flags."""
+        n = len(self.compare)
+        return float((self.compare >= self.cutoff).sum()) / (n + 1)
+
+    def share_as_far(self, distances: np.ndarray) -> np.ndarray:
+        """For each distance, the share of comparison images at least as far (an empirical p-value, never 0)."""
+        n = len(self.compare)
+        return (n - np.searchsorted(self.compare, distances, side="left") + 1) / (n + 1)
+
+    def measure(self, model: keras.Model, batch: np.ndarray) -> np.ndarray:
+        """Distances of a prepared batch (B, S, S, C) in `model`'s features."""
+        return self.measure_and_score(model, batch)[0]
+
+    def measure_and_score(self, model: keras.Model, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and the model's output from one pass (a two-output twin of the model, built once per model)."""
+        key = id(model)
+        if key not in self._twins:
+            self._twins = {key: features_and_output(model)}
+        features, outputs = self._twins[key].predict_on_batch(batch)
+        return self.distances(np.asarray(features, np.float64)), np.asarray(outputs, np.float64)
+
+    def unusual(self, distances: np.ndarray) -> np.ndarray:
+        return np.asarray(distances) > self.cutoff
+
+
+def caution(reference: Reference, distance: float) -> str:
+    """The words for one image: empty when it is as close to the training images as most validation images."""
+    if distance <= reference.cutoff:
+        return ""
+    share = float(reference.share_as_far(np.array([distance]))[0])
+    return (f"Unusual for this model: in what the model sees, further from the images it learned from than {1 - share:.0%} of "
+            f"{reference.source}. Its probabilities may not hold for an image like this.")
+
+
+def fit(features: np.ndarray, labels: np.ndarray, compare: np.ndarray, source: str) -> Reference:
+    """A reference from fit features with their classes and the comparison images' features."""
+    from sklearn.covariance import LedoitWolf
+
+    features, labels = np.asarray(features, np.float64), np.asarray(labels)
+    classes = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
+    if not classes or len(compare) < 2:
+        raise MedImageError("Too few images to measure what is usual for this model (at least 2 of a class to fit, 2 to compare).")
+    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+    keep = np.isin(labels, classes)
+    centred = features[keep] - means[np.searchsorted(classes, labels[keep])]
+    precision = LedoitWolf(assume_centered=True).fit(centred).get_precision()
+    reference = Reference(means, precision, np.zeros(1), source)
+    reference.compare = np.sort(reference.distances(compare))
+    return reference
+
+
+def path(run: Path) -> Path:
+    return Path(run) / FILE
+
+
+def load(run: Path) -> Reference | None:
+    """The run's stored reference, or None when it has not been measured (or was measured for an older model)."""
+    file = path(run)
+    if not file.exists():
+        return None
+    with np.load(file, allow_pickle=False) as data:
+        if float(data["model_mtime"]) != _model_mtime(run):
+            return None  # the run trained on after it was measured
+        return Reference(data["means"], data["precision"], data["compare"], str(data["source"]))
+
+
+def save(run: Path, reference: Reference) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, means=reference.means, precision=reference.precision.astype(np.float64), compare=reference.compare,
+             source=np.array(reference.source), model_mtime=np.array(_model_mtime(run)))
+    write_bytes(path(run), buffer.getvalue())
+
+
+def _model_mtime(run: Path) -> float:
+    model = next((Path(run) / n for n in ("best.keras", "final.keras", "last.keras") if (Path(run) / n).exists()), None)
+    return model.stat().st_mtime if model is not None else 0.0
+
+
+def _tables(run: Path, config: dict, classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(fit images with labels, or None for a site's images; comparison images; words for the comparison images)."""
+    if config.get("adapted_from"):
+        from core.adapt import site_images
+
+        site = site_images(config.get("adapted_on", ""))  # content-hash order: alternate rows are a fixed half each
+        site = site.head(FIT_IMAGES + COMPARE_IMAGES)
+        return site.iloc[::2].assign(label=None), site.iloc[1::2].assign(label=classes[0]), "held-out images of the site it was adapted to"
+    from core.dataset_store import open_source
+
+    table = run_rows(Path(run), config, open_source(config["data"]).table)
+    train, val = table[table["split"] == "train"], table[table["split"] == "val"]
+    if train.empty:
+        raise MedImageError(f"{Path(run).name} has no training images left to measure what is usual for it.")
+    train = train.sample(min(FIT_IMAGES, len(train)), random_state=0)
+    if len(val) < 2:  # no validation split: a fifth of the sample compares, the rest fits
+        cut = max(2, len(train) // 5)
+        return train.iloc[cut:], train.iloc[:cut], "held-out images of its training split"
+    return train, val.sample(min(COMPARE_IMAGES, len(val)), random_state=0), "its own validation images"
+
+
+def measure_run(run: Path, progress: Progress | None = None) -> Reference:
+    """Measure and store the run's reference (reads up to FIT_IMAGES + COMPARE_IMAGES images once)."""
+    from core.evaluate import load_run_models
+    from core.pipeline import PipelineConfig, make_dataset
+
+    run = Path(run)
+    config, classes = read_json(run / "config.json"), read_status(run).get("classes")
+    if not classes:
+        raise MedImageError(f"{run.name} has not started training, so there is no model to measure images with.")
+    models = load_run_models(run)
+    if len(models) > 1:
+        raise MedImageError(f"{run.name} is an ensemble of fold models, each with its own features: the check is for one model.")
+    fit_table, compare_table, source = _tables(run, config, classes)
+    pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
+    total, done = len(fit_table) + len(compare_table), 0
+    twin = features_and_output(models[0])
+
+    def embed(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal done
+        out, outputs = [], []
+        for images, _ in make_dataset(table.assign(label=table["label"].fillna(classes[0])), classes, pipeline):
+            features, scores = twin.predict_on_batch(images)
+            out.append(np.asarray(features, np.float64))
+            outputs.append(np.asarray(scores, np.float64))
+            done += len(images)
+            if progress:
+                progress(f"Reading what is usual for {run.name}: {done}/{total} images", done / total)
+        return np.concatenate(out), np.concatenate(outputs)
+
+    fit_features, fit_outputs = embed(fit_table)
+    labels = fit_table["label"].to_numpy(object)
+    if fit_table["label"].isna().all():  # a site's images: the classes the adapted model gives them
+        labels = np.array(_predicted(fit_outputs, classes, read_status(run), config), object)
+    reference = fit(fit_features, labels, embed(compare_table)[0], source)
+    save(run, reference)
+    return reference
+
+
+def measure_if_possible(run: Path, progress: Progress | None = None) -> str:
+    """What a finished job and an adaptation call: measure the run's reference, or say in one line why it cannot be
+    (an ensemble, a model without a final Dense layer, too few images); the run stands either way."""
+    try:
+        measure_run(run, progress)
+    except MedImageError as exc:
+        return f"No check of unusual images for this run: {exc}"
+    return ""
+
+
+def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: dict) -> list[str]:
+    head = config.get("model", {}).get("head", "binary")
+    if head == "binary":
+        return [classes[int(s >= float(status.get("threshold", 0.5)))] for s in outputs[:, 0]]
+    if head == "multiclass":
+        return [classes[i] for i in outputs.argmax(axis=1)]
+    return [classes[i] for i in np.clip(np.round(outputs[:, 0]), 0, len(classes) - 1).astype(int)]
+
+
+def site_summary(reference: Reference, distances: np.ndarray) -> str:
+    """One sentence on a set of images: the share flagged, against the share a set like the validation images would give
+    (a one-sided binomial test at 1%)."""
+    from scipy.stats import binomtest
+
+    n, flagged = len(distances), int(reference.unusual(distances).sum())
+    expected = reference.expected_share
+    shifted = n > 0 and binomtest(flagged, n, expected, alternative="greater").pvalue < 0.01
+    verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy on "
+               "labelled images of them, or adapt it" if shifted else "no more than chance gives")
+    return (f"{flagged} of {n} images ({flagged / max(n, 1):.0%}) are unusual for this model; about {expected:.0%} would be "
+            f"for images like {reference.source}: {verdict}.")

@@ -1,0 +1,116 @@
+"""The check of unusual images (core.novelty): distances in the model's own features, against its validation images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import novelty
+from core.errors import MedImageError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_reference_flags_what_lies_outside_and_keeps_the_share_it_promises() -> None:
+    rng = np.random.default_rng(0)
+    means = np.zeros((2, 16))
+    means[1, :4] = 3.0
+
+    def draw(n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, n)
+        return means[labels] + rng.normal(0, 1, (n, 16)) + shift, labels
+
+    fit_x, fit_y = draw(600)
+    compare, _ = draw(300)
+    reference = novelty.fit(fit_x, np.array(["A", "B"])[fit_y], compare, "its own validation images")
+    assert reference.means.shape == (2, 16) and np.all(np.diff(reference.compare) >= 0)
+    same, _ = draw(4000)
+    flagged = reference.unusual(reference.distances(same)).mean()
+    assert flagged == pytest.approx(reference.expected_share, abs=0.01)  # ~1% of images like the validation images
+    far, _ = draw(200, shift=2.0)
+    assert reference.unusual(reference.distances(far)).mean() > 0.9
+    shares = reference.share_as_far(reference.distances(far))
+    assert np.all((shares > 0) & (shares <= 1))
+    assert "more than chance" in novelty.site_summary(reference, reference.distances(far))
+    assert "no more than chance" in novelty.site_summary(reference, reference.distances(same[:300]))
+    assert novelty.caution(reference, float(reference.compare[0])) == ""
+    words = novelty.caution(reference, float(reference.distances(far[:1])[0] + 100))
+    assert words.startswith("Unusual for this model") and "its own validation images" in words
+    with pytest.raises(MedImageError, match="Too few images"):
+        novelty.fit(fit_x[:1], np.array(["A"]), compare, "")
+
+
+def test_a_model_without_a_final_dense_layer_has_no_features_to_measure() -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs)))
+    with pytest.raises(MedImageError, match="Dense"):
+        novelty.feature_model(model)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from core.runs import create_run
+    from core.train import make_config, run_job
+
+    config = make_config("demo", "xraynet", image_size=96, epochs=8, tensorboard=False)
+    run = create_run(config.to_dict(), tmp_path_factory.mktemp("novelty-runs"))
+    assert run_job(run, verbose=0) == "completed"
+    return run
+
+
+@pytest.mark.slow
+def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path, tmp_path: Path) -> None:
+    """The job measures the reference when it finishes; the test split (same hospital, unseen) is usual, a shifted
+    scanner's images are not, and Evaluate's table and Predict's rows say which."""
+    from test_external_adapt import _shifted_site
+
+    from core.dataset import open_dataset
+    from core.evaluate import predict_table
+    from core.predict import from_run, predict_files
+
+    assert (trained / novelty.FILE).exists() and not list(trained.glob(".novelty*"))  # written by the job, atomically
+    reference = novelty.load(trained)
+    assert reference is not None and reference.source == "its own validation images"
+    table = open_dataset("demo").table
+    test = predict_table(trained, table[table["split"] == "test"], "test")
+    assert test["unusual"].mean() <= 0.1, test["unusual"].mean()
+    labelled, flat = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
+    site = predict_table(trained, open_dataset(str(labelled)).table, "external-dark")
+    assert site["unusual"].mean() >= 0.8, site["unusual"].mean()
+    assert "more than chance" in novelty.site_summary(reference, site["distance"].to_numpy())
+
+    files = sorted(flat.glob("*.png"))[:3] + [Path(table[table["split"] == "test"]["path"].iloc[0])]
+    rows = predict_files(from_run(trained), [(p.name, str(p)) for p in files], novelty=reference)
+    assert rows["unusual"].tolist()[:3] == [True, True, True]
+    assert rows["caution"].iloc[0].startswith("Unusual for this model")
+    # the same predictions with and without the check: the distance comes from the same pass
+    plain = predict_files(from_run(trained), [(p.name, str(p)) for p in files])
+    assert np.allclose(rows.iloc[:, 2:4].to_numpy(float), plain.iloc[:, 2:4].to_numpy(float)) and "unusual" not in plain
+
+    os.utime(trained / "best.keras")  # the run trained on (a resume): the stored reference describes an older model
+    assert novelty.load(trained) is None
+    assert novelty.measure_if_possible(trained) == "" and novelty.load(trained) is not None
+
+
+@pytest.mark.slow
+def test_an_adapted_runs_usual_is_its_site_and_reads_no_label(trained: Path, tmp_path: Path) -> None:
+    from test_external_adapt import _shifted_site
+
+    from core.adapt import adapt_run
+    from core.dataset import open_dataset
+    from core.evaluate import predict_table
+
+    labelled, flat = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
+    child = adapt_run(trained, flat, runs_dir=tmp_path / "runs")
+    reference = novelty.load(child)
+    assert reference is not None and reference.source == "held-out images of the site it was adapted to"
+    site = predict_table(child, open_dataset(str(labelled)).table, "external-dark")
+    assert site["unusual"].mean() <= 0.1  # the site it was adapted to is now what is usual
+    twin = adapt_run(trained, labelled, runs_dir=tmp_path / "runs")  # the same images in class folders: labels unread
+    again = novelty.load(twin)
+    assert np.allclose(again.means, reference.means) and np.allclose(again.compare, reference.compare)
