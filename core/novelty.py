@@ -229,12 +229,12 @@ def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: di
     return [classes[i] for i in np.clip(np.round(outputs[:, 0]), 0, len(classes) - 1).astype(int)]
 
 
-def site_summary(reference: Reference, distances: np.ndarray) -> str:
-    """One sentence on a set of images: the share flagged, against the share a set like the validation images would give
-    (a one-sided binomial test at 1%)."""
+def site_summary(reference: Reference, unusual: np.ndarray) -> str:
+    """One sentence on a set of images (whether each is unusual): the share flagged, against the share a set like the
+    comparison images would give (a one-sided binomial test at 1%)."""
     from scipy.stats import binomtest
 
-    n, flagged = len(distances), int(reference.unusual(distances).sum())
+    n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
     expected = reference.expected_share
     shifted = n > 0 and binomtest(flagged, n, expected, alternative="greater").pvalue < 0.01
     verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy on "

@@ -188,6 +188,23 @@ def predictor_for(run_path: str):
     return _predictor(run_path, mtime)
 
 
+def novelty_for(run_path: str):
+    """The run's reference of usual images (core.novelty), loaded once per stored file and model; None when unmeasured."""
+    from pathlib import Path
+
+    files = [Path(run_path) / n for n in ("novelty.npz", "best.keras", "final.keras")]
+    return _novelty(run_path, tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _novelty(run_path: str, mtimes: tuple[float, ...]):
+    from pathlib import Path
+
+    from core.novelty import load
+
+    return load(Path(run_path))
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _explainer(key: str, _model, layer: str | None, method: str):
     from core.gradcam import METHODS

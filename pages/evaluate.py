@@ -17,9 +17,10 @@ from core.glossary import GLOSSARY, help_text, term_for
 from core.gradcam import overlay
 from core.image_reader import read_image
 from core.models import ModelConfig
+from core.novelty import site_summary
 from core.report import build_report
 from core.runs import list_runs, over_seeds, read_json, read_status, run_rows, settings_that_differ
-from pages.common import explainer_for, load_dataset, model_key, predictor_for, run_labels, runs_with_models, thumbnail
+from pages.common import explainer_for, load_dataset, model_key, novelty_for, predictor_for, run_labels, runs_with_models, thumbnail
 from pages.flow import end_page
 
 st.title("Evaluate")
@@ -105,6 +106,8 @@ if predictions is None:
     st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in the run folder.")
     end_page()
 cols[1].caption(f"{len(predictions)} images · predictions stored in the run folder as predictions-{name}.csv")
+if "unusual" in predictions and (reference := novelty_for(str(run))) is not None:  # predicted with the check of unusual images
+    st.caption(site_summary(reference, predictions["unusual"].to_numpy(bool)), help=help_text("unusual image"))
 
 
 @st.cache_data(show_spinner="Bootstrapping 1,000 resamples for the intervals...", max_entries=64)

@@ -11,12 +11,15 @@ import streamlit as st
 from core import imagenet, segmentation
 from core.dicom import modality_caution
 from core.errors import MedImageError
+from core.glossary import help_text
 from core.gradcam import COLORMAPS, METHODS, colorize, overlay, spatial_layers
 from core.image_reader import encode_png, read_header, read_image
+from core.novelty import caution as novelty_caution
+from core.novelty import measure_if_possible, site_summary
 from core.predict import from_model, load_model_file, predict_files, release_compiled
 from core.runs import list_runs
 from core.window import PRESETS, apply_window, robust_window
-from pages.common import explainer_for, predictor_for, run_labels, runs_with_models
+from pages.common import explainer_for, novelty_for, predictor_for, run_labels, runs_with_models
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm", "dicom"]
 
@@ -31,31 +34,33 @@ def _uploaded_predictor(digest: str, data: bytes, name: str, classes: tuple[str,
 
 
 def choose_predictor(prefix: str, runs: pd.DataFrame, label: str = "Model"):
-    """A Predictor from a trained run (newest completed first) or an uploaded .keras file; None with a message."""
+    """(A Predictor from a trained run (newest completed first) or an uploaded .keras file, or None with a message;
+    the run's folder, or None for an upload)."""
     kind = st.radio(label, ["Trained run", "Upload a .keras model"], horizontal=True, key=f"{prefix}_kind")
     if kind == "Trained run":
         if runs.empty:
             st.info("No trained run yet. Train one on the Train page (SmallNet on the demo set takes a few minutes), or upload a .keras model.")
-            return None
+            return None, None
         ordered = runs.sort_values("state", key=lambda s: s != "completed", kind="stable")["run"].tolist()
         name = st.selectbox("Run", ordered, key=f"{prefix}_run", format_func=run_labels(runs))
+        path = runs.set_index("run").loc[name, "path"]
         try:
-            return predictor_for(runs.set_index("run").loc[name, "path"])
+            return predictor_for(path), path
         except MedImageError as exc:
             st.error(str(exc))
-            return None
+            return None, None
     upload = st.file_uploader("Keras model (.keras)", type=["keras"], key=f"{prefix}_model_file")
     names = st.text_input("Class names, comma-separated (optional)", key=f"{prefix}_classes")
     if upload is None:
         st.info("Upload a Keras 3 .keras file. It is loaded in safe mode: models with Lambda layers or custom code are refused.")
-        return None
+        return None, None
     data = upload.getvalue()
     try:
         classes = tuple(c.strip() for c in names.split(",") if c.strip())
-        return _uploaded_predictor(hashlib.sha256(data).hexdigest(), data, upload.name, classes)
+        return _uploaded_predictor(hashlib.sha256(data).hexdigest(), data, upload.name, classes), None
     except MedImageError as exc:
         st.error(str(exc))
-        return None
+        return None, None
 
 
 def windowed(image, prefix: str) -> np.ndarray:
@@ -78,8 +83,9 @@ def windowed(image, prefix: str) -> np.ndarray:
     return apply_window(image.values, center, width, bool(window.get("inverted")))[..., None]
 
 
-def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dict) -> None:
-    """Probabilities, the label at the run's threshold, and the Grad-CAM, from one forward/backward pass."""
+def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dict, reference=None) -> None:
+    """Probabilities, the label at the run's threshold, and the Grad-CAM, from one forward/backward pass; with the run's
+    reference of usual images, whether this one is unusual for the model."""
     batch = predictor.prepare(pixels)[None]
     try:
         layers = spatial_layers(predictor.model)
@@ -102,6 +108,13 @@ def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dic
         st.caption(f"P({predictor.classes[1]}) = {score[0]:.3f}; threshold {predictor.threshold:.3f} ({predictor.threshold_source}).")
     else:
         st.markdown(f"### {label}")
+    if reference is not None:
+        words = novelty_caution(reference, float(reference.measure(predictor.model, batch)[0]))
+        if words:
+            st.warning(words)
+        else:
+            st.caption(f"Usual for this model: as close to the images it learned from as most of {reference.source}.",
+                       help=help_text("unusual image"))
     fig = px.bar(
         x=list(probabilities.values()),
         y=list(probabilities.keys()),
@@ -125,10 +138,28 @@ def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dic
     st.caption("Not for clinical use.")
 
 
+def measure_usual(run_path: str) -> None:
+    """For a run measured before the check existed: a button that reads its training and validation images once."""
+    st.caption("This run has no record of which images are usual for it, so uploads are not checked for being unlike its "
+               "training images (runs trained now measure it when they finish).")
+    if st.button("Measure which images are usual for this run", key="pred_measure",
+                 help="Reads up to 1000 training and 1000 validation images once, through the model; kept in the run folder."):
+        bar = st.progress(0.0, text="Reading the run's images...")
+        reason = measure_if_possible(Path(run_path), lambda message, fraction: bar.progress(min(fraction, 1.0), text=message))
+        bar.empty()
+        if reason:
+            st.error(reason)
+        else:
+            st.rerun()
+
+
 with classify:
     runs = runs_with_models(list_runs())
-    predictor = choose_predictor("pred", runs)
+    predictor, run_path = choose_predictor("pred", runs)
+    reference = novelty_for(run_path) if run_path else None
     uploads = st.file_uploader("X-ray images or DICOM files", type=IMAGE_TYPES, accept_multiple_files=True, key="pred_files")
+    if run_path and reference is None:
+        measure_usual(run_path)
     if predictor is not None and uploads:
         names = [u.name for u in uploads]
         chosen = st.selectbox("Image", names, key="pred_image") if len(uploads) > 1 else names[0]
@@ -174,17 +205,18 @@ with classify:
                     with st.expander("DICOM facts (no patient-identifying fields)"):
                         st.json({k: v for k, v in image.meta.items() if k not in ("window",)})
             with right:
-                show_prediction(predictor, pixels, "pred_main", cam_options)
+                show_prediction(predictor, pixels, "pred_main", cam_options, reference)
             if st.toggle("Compare with a second model", key="pred_compare"):
                 cols = st.columns(2)
                 with cols[1]:
-                    second = choose_predictor("pred2", runs, "Second model")
+                    second, second_path = choose_predictor("pred2", runs, "Second model")
                     if second is not None:
                         show_prediction(
                             second,
                             pixels,
                             "pred_second",
                             {**cam_options, "class_index": min(cam_options["class_index"], len(second.classes) - 1)},
+                            novelty_for(second_path) if second_path else None,
                         )
                 with cols[0]:
                     st.caption("Same image, same Grad-CAM settings; the left model is the one chosen above.")
@@ -192,7 +224,8 @@ with classify:
             st.subheader("All uploads")
             bar = st.progress(0.0, text="Classifying...")
             table = predict_files(
-                predictor, [(u.name, u.getvalue()) for u in uploads], progress=lambda d, t: bar.progress(d / t, text=f"Classifying... {d}/{t}")
+                predictor, [(u.name, u.getvalue()) for u in uploads], progress=lambda d, t: bar.progress(d / t, text=f"Classifying... {d}/{t}"),
+                novelty=reference,
             )
             bar.empty()
             st.dataframe(table, hide_index=True, width="stretch")
@@ -211,8 +244,11 @@ with classify:
                 predictor,
                 [(str(p.relative_to(root)), str(p)) for p in files],
                 progress=lambda d, t: bar.progress(d / t, text=f"Classifying... {d}/{t}"),
+                novelty=reference,
             )
             bar.empty()
+            if reference is not None and "unusual" in table:
+                st.caption(site_summary(reference, table["unusual"].dropna().astype(bool)))
             st.dataframe(table, hide_index=True, width="stretch")
             st.download_button("Download (CSV)", table.to_csv(index=False), "folder-predictions.csv", "text/csv", key="pred_folder_csv")
 

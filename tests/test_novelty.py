@@ -34,8 +34,8 @@ def test_a_reference_flags_what_lies_outside_and_keeps_the_share_it_promises() -
     assert reference.unusual(reference.distances(far)).mean() > 0.9
     shares = reference.share_as_far(reference.distances(far))
     assert np.all((shares > 0) & (shares <= 1))
-    assert "more than chance" in novelty.site_summary(reference, reference.distances(far))
-    assert "no more than chance" in novelty.site_summary(reference, reference.distances(same[:300]))
+    assert "more than chance" in novelty.site_summary(reference, reference.unusual(reference.distances(far)))
+    assert "no more than chance" in novelty.site_summary(reference, reference.unusual(reference.distances(same[:300])))
     assert novelty.caution(reference, float(reference.compare[0])) == ""
     words = novelty.caution(reference, float(reference.distances(far[:1])[0] + 100))
     assert words.startswith("Unusual for this model") and "its own validation images" in words
@@ -82,13 +82,13 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     labelled, flat = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
     site = predict_table(trained, open_dataset(str(labelled)).table, "external-dark")
     assert site["unusual"].mean() >= 0.8, site["unusual"].mean()
-    assert "more than chance" in novelty.site_summary(reference, site["distance"].to_numpy())
+    assert "more than chance" in novelty.site_summary(reference, site["unusual"].to_numpy())
 
     files = sorted(flat.glob("*.png"))[:3] + [Path(table[table["split"] == "test"]["path"].iloc[0])]
     rows = predict_files(from_run(trained), [(p.name, str(p)) for p in files], novelty=reference)
     assert rows["unusual"].tolist()[:3] == [True, True, True]
     assert rows["caution"].iloc[0].startswith("Unusual for this model")
-    # the same predictions with and without the check: the distance comes from the same pass
+    # the check changes no prediction
     plain = predict_files(from_run(trained), [(p.name, str(p)) for p in files])
     assert np.allclose(rows.iloc[:, 2:4].to_numpy(float), plain.iloc[:, 2:4].to_numpy(float)) and "unusual" not in plain
 

@@ -108,7 +108,9 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
     captions = [c for img in at.get("image") for c in img.captions]
     assert any("Grad-CAM for" in c for c in captions) and not any("border crop" in c for c in captions)
     assert any("threshold" in c.value for c in at.caption)
-    assert not at.warning  # a PNG: nothing to caution about
+    # a PNG raises no modality caution; a flat grey one is unlike every X-ray the model learned from, which the page says
+    assert [w.value for w in at.warning if not w.value.startswith("Unusual for this model")] == []
+    assert any("than 9" in w.value and "its own validation images" in w.value for w in at.warning)
     at.selectbox(key="pred_image").set_value("ct.dcm").run()
     assert not at.exception
     assert any("computed tomography (CT), not a projection X-ray" in w.value for w in at.warning)
@@ -306,3 +308,37 @@ def test_evaluate_an_external_folder(models_dir: Path, tmp_path: Path) -> None:
     run = next(p for p in models_dir.iterdir() if p.is_dir())
     assert (run / "predictions-external-hospital-b.csv").exists()
     assert any("12 images" in c.value for c in at.caption)
+
+
+def test_predict_checks_uploads_for_unusual_images_and_measures_an_older_run(models_dir: Path, tmp_path: Path) -> None:
+    """A demo X-ray is usual for the run, a flat grey image is not; a run without the record (trained before the check
+    existed) gets a button that measures it; a folder gets one sentence on how many of its images are unusual; Evaluate
+    says the same of the split it predicted."""
+    import shutil
+
+    from core.dataset import open_dataset
+
+    run = next(p for p in sorted(models_dir.iterdir()) if (p / "novelty.npz").exists())
+    shutil.move(run / "novelty.npz", tmp_path / "novelty.npz")  # as a run trained before the check
+    test = open_dataset("demo").table.query("split == 'test'")
+    xray = Path(test["path"].iloc[0]).read_bytes()
+    at = _page("pages/predict.py")
+    at.file_uploader(key="pred_files").set_value([("xray.png", xray, "image/png")]).run()
+    assert not at.exception and not at.warning and not any("Usual for this model" in c.value for c in at.caption)
+    _button(at, "Measure which images are usual for this run").click().run()
+    assert not at.exception and not at.error and (run / "novelty.npz").exists()
+    assert not any(b.label == "Measure which images are usual for this run" for b in at.button)
+    assert any(c.value.startswith("Usual for this model") for c in at.caption) and not at.warning
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for i, path in enumerate(test["path"].iloc[:6]):
+        shutil.copy(path, folder / f"x{i}.png")
+    (folder / "grey.png").write_bytes(_png())
+    at.text_input(key="pred_folder").set_value(str(folder)).run()
+    assert not at.exception and any(c.value.startswith("1 of 7 images (14%) are unusual for this model") for c in at.caption)
+
+    (run / "predictions-test.csv").unlink(missing_ok=True)
+    at = _page("pages/evaluate.py")
+    _button(at, "Predict").click().run()
+    assert not at.exception
+    assert any("images" in c.value and "are unusual for this model" in c.value for c in at.caption)
