@@ -79,6 +79,10 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     table = open_dataset("demo").table
     test = predict_table(trained, table[table["split"] == "test"], "test")
     assert test["unusual"].mean() <= 0.1, test["unusual"].mean()
+    (trained / novelty.FILE).rename(tmp_path / novelty.FILE)  # the same split unchecked: the same probabilities
+    plain = predict_table(trained, table[table["split"] == "test"], "test-plain")
+    (tmp_path / novelty.FILE).rename(trained / novelty.FILE)
+    assert "unusual" not in plain and np.allclose(plain.filter(like="p_"), test.filter(like="p_"), atol=1e-6)
     labelled, flat = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
     site = predict_table(trained, open_dataset(str(labelled)).table, "external-dark")
     assert site["unusual"].mean() >= 0.8, site["unusual"].mean()
@@ -88,13 +92,17 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     rows = predict_files(from_run(trained), [(p.name, str(p)) for p in files], novelty=reference)
     assert rows["unusual"].tolist()[:3] == [True, True, True]
     assert rows["caution"].iloc[0].startswith("Unusual for this model")
-    # the check changes no prediction
-    plain = predict_files(from_run(trained), [(p.name, str(p)) for p in files])
-    assert np.allclose(rows.iloc[:, 2:4].to_numpy(float), plain.iloc[:, 2:4].to_numpy(float)) and "unusual" not in plain
+    unchecked = predict_files(from_run(trained), [(p.name, str(p)) for p in files])  # the check changes no prediction
+    assert np.allclose(rows.iloc[:, 2:4].to_numpy(float), unchecked.iloc[:, 2:4].to_numpy(float)) and "unusual" not in unchecked
 
+    (trained / "damaged" / novelty.FILE).parent.mkdir()
+    (trained / "damaged" / novelty.FILE).write_bytes(b"not an npz")
+    assert novelty.load(trained / "damaged") is None  # a damaged file: unmeasured, not a crash
     os.utime(trained / "best.keras")  # the run trained on (a resume): the stored reference describes an older model
     assert novelty.load(trained) is None
     assert novelty.measure_if_possible(trained) == "" and novelty.load(trained) is not None
+    fresh, point = novelty.measure_run(trained), reference.means[:1] + 1.0
+    assert np.allclose(novelty.load(trained).distances(point), fresh.distances(point), rtol=1e-5)  # stored in float32
 
 
 @pytest.mark.slow
