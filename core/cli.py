@@ -246,6 +246,13 @@ def _adapt(args: argparse.Namespace) -> dict[str, Any]:
             "threshold_source": status.get("threshold_source"), "adaptation": status["adaptation"]}
 
 
+def _check(args: argparse.Namespace) -> dict[str, Any]:
+    from core.novelty import check_folder
+
+    progress = None if args.json else (lambda message, fraction: print(f"{fraction:4.0%} {message}", file=sys.stderr))
+    return check_folder(Path(args.run_dir), args.images, progress=progress)
+
+
 def _print_human(result: dict[str, Any]) -> None:
     for key, value in result.items():
         if isinstance(value, dict):
@@ -364,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "clusters (a mixture fitted to them, no labels), and stays the parent's when they are not clearly two")
     adapt.add_argument("--json", action="store_true")
     adapt.set_defaults(run_command=_adapt)
+    check = sub.add_parser("check", help="how many of a new site's images are unusual for a run (no labels read): is the site like "
+                                          "the training hospital, before anyone labels it or adapts to it")
+    check.add_argument("run_dir", metavar="RUN")
+    check.add_argument("--images", required=True, metavar="FOLDER", help="the site's images, any layout; labels are never read")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run_command=_check)
     runs = sub.add_parser("runs", help="list training runs with their state")
     runs.add_argument("--runs-dir", default=None)
     runs.add_argument("--json", action="store_true")

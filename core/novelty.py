@@ -234,15 +234,51 @@ def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: di
     return [classes[i] for i in np.clip(np.round(outputs[:, 0]), 0, len(classes) - 1).astype(int)]
 
 
-def site_summary(reference: Reference, unusual: np.ndarray) -> str:
-    """One sentence on a set of images (whether each is unusual): the share flagged, against the share a set like the
-    comparison images would give (a one-sided binomial test at 1%)."""
+def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
+    """Whether more of a set's images are unusual than images like the comparison images would give (one-sided binomial
+    test at 1%)."""
     from scipy.stats import binomtest
 
     n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
-    expected = reference.expected_share
-    shifted = n > 0 and binomtest(flagged, n, expected, alternative="greater").pvalue < 0.01
+    return n > 0 and binomtest(flagged, n, reference.expected_share, alternative="greater").pvalue < 0.01
+
+
+def site_summary(reference: Reference, unusual: np.ndarray) -> str:
+    """One sentence on a set of images (whether each is unusual): the share flagged, against the share a set like the
+    comparison images would give."""
+    n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
     verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy on "
-               "labelled images of them, or adapt it" if shifted else "no more than chance gives")
-    return (f"{flagged} of {n} images ({flagged / max(n, 1):.0%}) are unusual for this model; about {expected:.0%} would be "
-            f"for images like {reference.source}: {verdict}.")
+               "labelled images of them, or adapt it" if site_shifted(reference, unusual) else
+               "no more than chance gives. That rules out gross differences only (another exposure, another body part, "
+               "not an X-ray): a model can still lose accuracy at a site whose images it finds usual, so measure it on "
+               "labelled images of the site")
+    return (f"{flagged} of {n} images ({flagged / max(n, 1):.0%}) are unusual for this model; about "
+            f"{reference.expected_share:.0%} would be for images like {reference.source}: {verdict}.")
+
+
+def check_folder(run: Path, folder: str | Path, progress: Progress | None = None) -> dict:
+    """A new site's images (any layout; labels are not read) checked against the run: how many are unusual, whether
+    that is more than chance, and which. Measures the run's reference first when it has none."""
+    from core.adapt import site_images
+    from core.pipeline import PipelineConfig, make_dataset
+    from core.predict import from_run
+
+    run = Path(run)
+    reference = load(run) or measure_run(run, progress)
+    predictor = from_run(run)
+    if len(predictor.models) > 1:
+        raise MedImageError(f"{run.name} is an ensemble of fold models, each with its own features: the check is for one model.")
+    table = site_images(folder)
+    config = read_json(run / "config.json")
+    pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
+    distances = []
+    for images, _ in make_dataset(table.assign(label=predictor.classes[0]), predictor.classes, pipeline):  # a placeholder label
+        distances.append(reference.measure(predictor.model, images))
+        if progress:
+            progress(f"Checking the site's images: {sum(map(len, distances))}/{len(table)}", sum(map(len, distances)) / len(table))
+    distance = np.concatenate(distances)
+    unusual = reference.unusual(distance)
+    return {"run": run.name, "images": int(len(table)), "unusual": int(unusual.sum()), "share": round(float(unusual.mean()), 4),
+            "expected_share": round(reference.expected_share, 4), "shifted": bool(site_shifted(reference, unusual)),
+            "summary": site_summary(reference, unusual), "compared_with": reference.source,
+            "unusual_files": [str(p) for p in table["path"][unusual]]}

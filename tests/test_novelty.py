@@ -122,3 +122,24 @@ def test_an_adapted_runs_usual_is_its_site_and_reads_no_label(trained: Path, tmp
     twin = adapt_run(trained, labelled, runs_dir=tmp_path / "runs")  # the same images in class folders: labels unread
     again = novelty.load(twin)
     assert np.allclose(again.means, reference.means) and np.allclose(again.compare, reference.compare)
+
+
+@pytest.mark.slow
+def test_check_tells_a_shifted_site_from_the_training_hospital_from_the_command_line(trained: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    from test_external_adapt import _shifted_site
+
+    from core.cli import main
+
+    _, dark = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
+    assert main(["check", str(trained), "--images", str(dark), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 88 and result["shifted"] is True and result["unusual"] >= 70
+    assert len(result["unusual_files"]) == result["unusual"] and "more than chance" in result["summary"]
+    _, mild = _shifted_site(tmp_path / "mild", contrast=0.97, offset=3)  # nearly the training scanner
+    assert main(["check", str(trained), "--images", str(mild), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["shifted"] is False and result["share"] <= 0.1, result["summary"]
+    assert main(["check", str(trained), "--images", str(tmp_path / "nowhere"), "--json"]) == 2
+    assert "is not a folder" in json.loads(capsys.readouterr().out)["error"]
