@@ -70,9 +70,8 @@ GLOSSARY: dict[str, str] = {
                         "kept for the final, honest score.",
     "Grad-CAM": "A heat map of the image regions that pushed the model towards its answer. It shows where the model "
                 "looked, not where the disease is.",
-    "unusual image": "An image further from the ones the model learned from, in what the model sees, than 99 of 100 of its "
-                     "own validation images: another scanner, another body part, a photo of a screen. Its answer may not "
-                     "hold there, however confident. Many unusual images from one hospital mean the model needs checking there.",
+    "unusual image": "An image further from the ones the model learned from, in what it sees, than 99 of 100 of its own "
+                     "validation images (another scanner, body part or modality): its answer may not hold there.",
 }
 
 

@@ -37,7 +37,7 @@ def test_predictions_table_has_one_row_per_image(trained: Path) -> None:
     seen = []
     predictions = predict_table(trained, test, "test", progress=lambda d, t: seen.append((d, t)))
     assert len(predictions) == len(test) and predictions["path"].tolist() == test["path"].tolist()
-    assert list(predictions.columns) == ["path", "label", "p_PNEUMONIA", "predicted"]
+    assert list(predictions.columns) == ["path", "label", "p_PNEUMONIA", "predicted", "distance", "unusual"]  # + the check (core.novelty)
     assert predictions["p_PNEUMONIA"].between(0, 1).all() and seen[-1] == (len(test), len(test))
     assert (trained / "predictions-test.csv").exists()
     summary = binary_summary(predictions, ["NORMAL", "PNEUMONIA"], n_boot=200)
