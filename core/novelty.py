@@ -259,8 +259,7 @@ def site_summary(reference: Reference, unusual: np.ndarray) -> str:
 def check_folder(run: Path, folder: str | Path, progress: Progress | None = None) -> dict:
     """A new site's images (any layout; labels are not read) checked against the run: how many are unusual, whether
     that is more than chance, and which. Measures the run's reference first when it has none."""
-    from core.adapt import site_images
-    from core.pipeline import PipelineConfig, make_dataset
+    from core.adapt import _batches, site_images
     from core.predict import from_run
 
     run = Path(run)
@@ -269,10 +268,8 @@ def check_folder(run: Path, folder: str | Path, progress: Progress | None = None
     if len(predictor.models) > 1:
         raise MedImageError(f"{run.name} is an ensemble of fold models, each with its own features: the check is for one model.")
     table = site_images(folder)
-    config = read_json(run / "config.json")
-    pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
     distances = []
-    for images, _ in make_dataset(table.assign(label=predictor.classes[0]), predictor.classes, pipeline):  # a placeholder label
+    for images, _ in _batches(run, table, predictor.classes):  # adaptation's batches of a site's images, labels unread
         distances.append(reference.measure(predictor.model, images))
         if progress:
             progress(f"Checking the site's images: {sum(map(len, distances))}/{len(table)}", sum(map(len, distances)) / len(table))
