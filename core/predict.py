@@ -52,10 +52,12 @@ class Predictor:
         """uint8 (H, W, 1|3) -> float32 (S, S, channels) valued 0-255, the pipeline's own resize."""
         return prepare_pixels(pixels, PipelineConfig(image_size=self.image_size, channels=self.channels))
 
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        """The model output for a prepared batch, averaged over fold models and the mirror image."""
+    def scores(self, batch: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """The model output for a prepared batch, averaged over fold models and the mirror image. `first` is the first
+        model's output on the batch itself when a caller already has it (the unusual-image pass computes it)."""
         views = [batch, batch[:, :, ::-1, :]] if self.tta else [batch]
-        outs = [np.asarray(m.predict_on_batch(v), float) for m in self.models for v in views]
+        outs = [np.asarray(first, float) if first is not None and i == j == 0 else np.asarray(m.predict_on_batch(v), float)
+                for i, m in enumerate(self.models) for j, v in enumerate(views)]
         mean = np.mean(outs, axis=0)
         return prior_weighted(mean, self.prior_weights) if self.head == "multiclass" else mean
 
@@ -165,8 +167,10 @@ def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], 
         if not batch:
             return
         prepared = np.stack(batch)
-        distances = novelty.measure(predictor.model, prepared) if novelty is not None else [None] * len(batch)
-        for (name, caution), score, distance in zip(names, predictor.scores(prepared), distances, strict=True):
+        distances, first = [None] * len(batch), None
+        if novelty is not None:  # one pass gives the distances and the first model's scores
+            distances, first = novelty.measure_and_score(predictor.model, prepared)
+        for (name, caution), score, distance in zip(names, predictor.scores(prepared, first), distances, strict=True):
             extra = {}
             if distance is not None:
                 extra = {"unusual": bool(novelty.unusual(distance))}
