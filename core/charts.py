@@ -100,7 +100,7 @@ def training_curves_figure(metrics: pd.DataFrame) -> go.Figure:
     if "lr" in metrics:
         fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["lr"], mode="lines+markers", name="lr", line_color="#555",
                                  showlegend=False), row=1, col=len(titles))
-        fig.update_yaxes(type="log", row=1, col=len(titles))
+        fig.update_yaxes(type="log", tickformat=".0e", row=1, col=len(titles))  # 1e-04, not SI "100μ"
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=40, b=10))
     return fig

@@ -117,11 +117,25 @@ def _evaluations(run: Path) -> dict[str, Any]:
     out = {}
     for path in sorted(run.glob("predictions-*.csv")):
         name = path.stem[len("predictions-"):]
-        summary = summarize(run, pd.read_csv(path), n_boot=1000)
+        table = pd.read_csv(path)
+        summary = summarize(run, table, n_boot=1000)
         keep = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95", "sensitivity", "sensitivity_ci95", "specificity",
                 "specificity_ci95", "f1", "f1_ci95", "kappa", "kappa_ci95", "brier", "ece", "threshold")
         out[name] = {k: summary[k] for k in keep if k in summary}
+        if "unusual" in table:  # the run's unusual-image check (core.novelty) was on when these were predicted
+            out[name]["unusual"] = int(table["unusual"].astype(bool).sum())
     return out
+
+
+def _unusual_rule(run: Path) -> dict[str, Any] | None:
+    """What an evaluation's "unusual" count means for this run (core.novelty), or None when it was never measured."""
+    from core.novelty import load
+
+    reference = load(run)
+    if reference is None:
+        return None
+    return {"rule": f"further from the training images, in the features the final layer reads, than 99% of {reference.source}",
+            "expected_share": round(reference.expected_share, 4)}
 
 
 def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +155,8 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
     ]
     if not external:
         limitations.insert(0, "No external validation: it was never scored on images from another site.")
+    limitations.append("It answers on any image, one unlike its training images included. The dashboard's check of unusual "
+                       "images (Predict, Evaluate) is not part of the exported file.")
     if config.get("tta"):
         limitations.append("The run averaged each image with its mirror image (test-time augmentation) when its threshold was "
                            "chosen; this exported file scores the image alone.")
@@ -164,6 +180,7 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
         "training": {"epochs": status.get("epoch"), "precision": status.get("precision"), "seed": config.get("seed"),
                      "procedure": training_procedure(config), "data": _training_data(run, config)},
         "evaluations": evaluations,
+        "unusual_images": _unusual_rule(run),
         "limitations": limitations,
         "export": export,
         "software": _versions(),
@@ -199,9 +216,18 @@ def to_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Training procedure", ""] + [f"- {line}" for line in card["training"].get("procedure", [])]
     lines += ["", "## Evaluation (95% bootstrap intervals)", ""]
     if card["evaluations"]:
-        lines += ["| images | n | accuracy | AUC | sensitivity | specificity |", "| --- | --- | --- | --- | --- | --- |"]
+        checked = any("unusual" in v for v in card["evaluations"].values())
+        lines += ["| images | n | accuracy | AUC | sensitivity | specificity |" + (" unusual |" if checked else ""),
+                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if checked else "")]
         for name, v in card["evaluations"].items():
-            lines.append(f"| {name} | {v.get('n')} | " + " | ".join(_ci(v, k) for k in ("accuracy", "auc", "sensitivity", "specificity")) + " |")
+            unusual = (f" {v['unusual']} ({v['unusual'] / max(v.get('n') or 1, 1):.0%}) |" if "unusual" in v else " n/a |") if checked else ""
+            rates = " | ".join(_ci(v, k) for k in ("accuracy", "auc", "sensitivity", "specificity"))
+            lines.append(f"| {name} | {v.get('n')} | {rates} |{unusual}")
+        rule = card.get("unusual_images")
+        if checked and rule:
+            lines += ["", f"Unusual: {rule['rule']} (about {rule['expected_share']:.0%} of images like those would be). A share "
+                          "well above that says the images differ from the training images; a share near it rules out gross "
+                          "differences only."]
     else:
         lines.append("No stored evaluation: run Evaluate (or `python -m core evaluate`) before exporting.")
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card["limitations"]]

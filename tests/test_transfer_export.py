@@ -233,7 +233,10 @@ def test_export_matches_the_run_and_writes_a_card(demo_run: Path, tmp_path: Path
     md = (tmp_path / "out" / "model_card.md").read_text()
     assert "Not for clinical use".lower() in md.lower() and "| test | 44 |" in md
     test_row = next(line for line in md.splitlines() if line.startswith("| test | 44 |"))
-    assert test_row.count("(") == 4  # accuracy, AUC, sensitivity and specificity, each with its interval
+    assert test_row.count("(") == 5  # accuracy, AUC, sensitivity and specificity with their intervals; unusual's share
+    assert test_row.endswith(f" {card['evaluations']['test']['unusual']} ({card['evaluations']['test']['unusual'] / 44:.0%}) |")
+    assert card["unusual_images"]["expected_share"] > 0 and "Unusual: further from the training images" in md
+    assert any("not part of the exported file" in item for item in card["limitations"])
     assert "## Training procedure" in md and f"- {procedure[0]}" in md
     assert not list((tmp_path / "out").glob(".export-*"))  # no temporary folder left behind
 
