@@ -235,12 +235,20 @@ def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: di
 
 
 def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
-    """Whether more of a set's images are unusual than images like the comparison images would give (one-sided binomial
-    test at 1%)."""
-    from scipy.stats import binomtest
+    """Whether more of a set's images are unusual than chance gives if they were like the comparison images (one-sided,
+    at 1%).
+
+    Exact under exchangeability: ranked together, the set's images above the cutoff are those drawn before the r-th
+    comparison image, a negative hypergeometric count. A binomial test at the expected share ignores that the cutoff
+    comes from a sample: with the 44 validation images of a small set it called 15% of same-source sets of 300 shifted.
+    """
+    from scipy.stats import nhypergeom
 
     n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
-    return n > 0 and binomtest(flagged, n, reference.expected_share, alternative="greater").pvalue < 0.01
+    if n == 0 or flagged == 0:
+        return False
+    beyond = int((reference.compare >= reference.cutoff).sum())  # comparison images at or beyond the cutoff
+    return float(nhypergeom(len(reference.compare) + n, n, beyond).sf(flagged - 1)) < 0.01
 
 
 def site_summary(reference: Reference, unusual: np.ndarray) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.io as pio
 
-from core import charts, metrics
+from core import charts, metrics, novelty
 from core.generalisation import external_sets, gap_display, gap_sentences, gap_table
 from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
@@ -105,6 +105,9 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
         if summary.get("head") == "binary"
         else "",
     ]
+    reference = novelty.load(run) if "unusual" in predictions else None  # predicted with the check of unusual images
+    if reference is not None:
+        limitations.append("Unusual images: " + novelty.site_summary(reference, predictions["unusual"].to_numpy(bool)))
     model = config.get("model", {})
     config_rows = [
         ("data", config.get("data")),

@@ -183,6 +183,7 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
         assert text in html, text
     external = build_report(trained, "external-hospital-b", predictions, summarize(trained, predictions, n_boot=100))
     assert "came from a source other than the training set" in external
+    assert "Unusual images: " in html and "are unusual for this model; about" in html  # the run's check, as on Evaluate
     assert "Generalisation gap" not in html  # scored on no other set
     assert "<h2>Dataset</h2>" in html and "<h2>Dataset</h2>" not in external  # no counts given: no empty heading
     tuned = build_report(trained, "test", predictions, summarize(trained, predictions, n_boot=10, threshold=0.8581209480762482))

@@ -43,6 +43,20 @@ def test_a_reference_flags_what_lies_outside_and_keeps_the_share_it_promises() -
         novelty.fit(fit_x[:1], np.array(["A"]), compare, "")
 
 
+def test_a_small_reference_does_not_call_images_from_its_own_source_shifted() -> None:
+    """With few comparison images the cutoff itself is uncertain: the site test must hold its 1% for sets drawn like
+    them (a binomial test at the expected share called 15% of such sets shifted) and still see a real shift."""
+    rng = np.random.default_rng(1)
+    reference = novelty.Reference(np.zeros((1, 1)), np.eye(1), np.zeros(1), "its own validation images")
+    alarms = 0
+    for _ in range(300):
+        reference.compare = np.sort(np.abs(rng.normal(size=44)))  # a small set's 44 validation images
+        alarms += novelty.site_shifted(reference, np.abs(rng.normal(size=300)) > reference.cutoff)
+    assert alarms / 300 <= 0.02, alarms
+    assert novelty.site_shifted(reference, np.abs(rng.normal(size=300)) + 1.5 > reference.cutoff)
+    assert not novelty.site_shifted(reference, np.zeros(0, bool))
+
+
 def test_a_model_without_a_final_dense_layer_has_no_features_to_measure() -> None:
     import keras
 
