@@ -32,12 +32,15 @@ def load_run_model(run: Path) -> keras.Model:
     raise MedImageError(f"{Path(run).name} has no saved model yet. Wait for its first epoch, or train it.")
 
 
+def model_runs(run: Path) -> list[Path]:
+    """The run folders whose models a run predicts with: itself, or for a K-fold run every fold (an ensemble)."""
+    folds = sorted(p for p in Path(run).glob("fold-*") if any((p / n).exists() for n in ("best.keras", "final.keras")))
+    return folds if folds and not (Path(run) / "best.keras").exists() else [Path(run)]
+
+
 def load_run_models(run: Path) -> list[keras.Model]:
     """The models a run predicts with: its own, or for a K-fold run every fold's best (an ensemble)."""
-    folds = sorted(p for p in Path(run).glob("fold-*") if any((p / n).exists() for n in ("best.keras", "final.keras")))
-    if folds and not (Path(run) / "best.keras").exists():
-        return [load_run_model(f) for f in folds]
-    return [load_run_model(run)]
+    return [load_run_model(r) for r in model_runs(run)]
 
 
 def predictions_path(run: Path, name: str) -> Path:
@@ -72,13 +75,14 @@ def predict_table(
     head = ModelConfig.from_dict(config.get("model", {})).head
     batches = make_dataset(table, classes, pipeline)
     tta = bool(config.get("tta", False)) if tta is None else tta
-    reference = novelty.load(run) if len(models) == 1 else None  # what is usual for the model: each image's distance
+    reference = novelty.load(run)  # what is usual for the (first) model: each image's distance
     outputs, distances, done = [], [], 0
     views = 2 if tta else 1
     for images, _ in batches:
-        if reference is not None:  # one pass gives the distance and the prediction
+        if reference is not None:  # one pass gives the distance and the first model's prediction
             distance, scores = reference.measure_and_score(models[0], images)
             distances.append(distance)
+            scores = scores + sum(np.asarray(m.predict_on_batch(images), dtype=float) for m in models[1:])
         else:
             scores = sum(np.asarray(m.predict_on_batch(images), dtype=float) for m in models)
         if tta:

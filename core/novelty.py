@@ -125,8 +125,16 @@ def fit(features: np.ndarray, labels: np.ndarray, compare: np.ndarray, source: s
     return reference
 
 
+def measured_run(run: Path) -> Path:
+    """The run folder whose model the check reads: the run, or a K-fold ensemble's first fold (each fold model has its
+    own features, and one of them answers whether an image is like the images the ensemble learned from)."""
+    from core.evaluate import model_runs
+
+    return model_runs(run)[0]
+
+
 def path(run: Path) -> Path:
-    return Path(run) / FILE
+    return measured_run(run) / FILE
 
 
 def load(run: Path) -> Reference | None:
@@ -138,7 +146,8 @@ def load(run: Path) -> Reference | None:
         with np.load(file, allow_pickle=False) as data:
             if float(data["model_mtime"]) != _model_mtime(run):
                 return None  # the run trained on after it was measured
-            return Reference(data["means"], data["precision"].astype(np.float64), data["compare"], str(data["source"]))
+            source = str(data["source"]) + ("" if measured_run(run) == Path(run) else " (of fold 1, whose features the check reads)")
+            return Reference(data["means"], data["precision"].astype(np.float64), data["compare"], source)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # damaged or from another version: measured again on request
         return None
 
@@ -151,8 +160,14 @@ def save(run: Path, reference: Reference) -> None:
     write_bytes(path(run), buffer.getvalue())
 
 
+def model_file(run: Path) -> Path | None:
+    """The model file the check's reference describes (its mtime is stored with it)."""
+    run = measured_run(run)
+    return next((run / n for n in ("best.keras", "final.keras", "last.keras") if (run / n).exists()), None)
+
+
 def _model_mtime(run: Path) -> float:
-    model = next((Path(run) / n for n in ("best.keras", "final.keras", "last.keras") if (Path(run) / n).exists()), None)
+    model = model_file(run)
     return model.stat().st_mtime if model is not None else 0.0
 
 
@@ -182,13 +197,11 @@ def measure_run(run: Path, progress: Progress | None = None) -> Reference:
     from core.evaluate import load_run_models
     from core.pipeline import PipelineConfig, make_dataset
 
-    run = Path(run)
+    run = measured_run(run)  # a K-fold ensemble: its first fold
     config, classes = read_json(run / "config.json"), read_status(run).get("classes")
     if not classes:
         raise MedImageError(f"{run.name} has not started training, so there is no model to measure images with.")
     models = load_run_models(run)
-    if len(models) > 1:
-        raise MedImageError(f"{run.name} is an ensemble of fold models, each with its own features: the check is for one model.")
     fit_table, compare_table, source = _tables(run, config, classes)
     pipeline = PipelineConfig(**{**config.get("pipeline", {}), "cache": False})
     total, done = len(fit_table) + len(compare_table), 0
@@ -217,7 +230,7 @@ def measure_run(run: Path, progress: Progress | None = None) -> Reference:
 
 def measure_if_possible(run: Path, progress: Progress | None = None) -> str:
     """What a finished job and an adaptation call: measure the run's reference, or say in one line why it cannot be
-    (an ensemble, a model without a final Dense layer, too few images); the run stands either way."""
+    (a model without a final Dense layer, too few images); the run stands either way."""
     try:
         measure_run(run, progress)
     except MedImageError as exc:
@@ -272,9 +285,7 @@ def check_folder(run: Path, folder: str | Path, progress: Progress | None = None
 
     run = Path(run)
     reference = load(run) or measure_run(run, progress)
-    predictor = from_run(run)
-    if len(predictor.models) > 1:
-        raise MedImageError(f"{run.name} is an ensemble of fold models, each with its own features: the check is for one model.")
+    predictor = from_run(run)  # its first model is the one the reference describes (a K-fold ensemble's first fold)
     table = site_images(folder)
     distances = []
     for images, _ in _batches(run, table, predictor.classes):  # adaptation's batches of a site's images, labels unread

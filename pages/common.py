@@ -190,10 +190,10 @@ def predictor_for(run_path: str):
 
 def novelty_for(run_path: str):
     """The run's reference of usual images (core.novelty), loaded once per stored file and model; None when unmeasured."""
-    from pathlib import Path
+    from core.novelty import model_file, path
 
-    files = [Path(run_path) / n for n in ("novelty.npz", "best.keras", "final.keras")]
-    return _novelty(run_path, tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files))
+    files = [path(run_path), model_file(run_path)]
+    return _novelty(run_path, tuple(f.stat().st_mtime if f is not None and f.exists() else 0.0 for f in files))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

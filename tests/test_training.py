@@ -514,6 +514,22 @@ def test_kfold_in_one_job(tmp_path: Path) -> None:
     assert status["state"] == "completed" and "cv_val_loss" in status
     assert len(list_runs(tmp_path)) == 1  # folds live inside their parent run
 
+    import numpy as np
+
+    from core import novelty
+    from core.dataset import open_dataset
+    from core.evaluate import predict_table
+
+    # the ensemble's check of unusual images reads its first fold's features (each fold's job measured its own)
+    reference = novelty.load(run)
+    assert reference is not None and novelty.path(run) == run / "fold-1" / novelty.FILE and "of fold 1" in reference.source
+    test = open_dataset("demo").table.query("split == 'test'")
+    checked = predict_table(run, test, "test")
+    (run / "fold-1" / novelty.FILE).rename(tmp_path / novelty.FILE)
+    plain = predict_table(run, test, "test-plain")  # unchecked: the ensemble's own average, every fold model
+    assert "unusual" in checked and "unusual" not in plain
+    assert np.allclose(checked["p_PNEUMONIA"], plain["p_PNEUMONIA"], atol=1e-6)  # the check changes no prediction
+
 
 def test_overfit_preset_memorises_and_lr_sweep(tmp_path: Path) -> None:
     from core.train import create_run_with_rows, lr_sweep_configs, overfit_preset, run_job
