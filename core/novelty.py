@@ -247,9 +247,11 @@ def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: di
     return [classes[i] for i in np.clip(np.round(outputs[:, 0]), 0, len(classes) - 1).astype(int)]
 
 
-def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
-    """Whether more of a set's images are unusual than chance gives if they were like the comparison images (one-sided,
-    at 1%).
+SITE_ALPHA = 0.01  # a set is called different from the comparison images when chance gives its count less often
+
+
+def site_p_value(reference: Reference, unusual: np.ndarray) -> float:
+    """How often a set of this size, drawn like the comparison images, has at least this many unusual images (one-sided).
 
     Exact under exchangeability: ranked together, the set's images above the cutoff are those drawn before the r-th
     comparison image, a negative hypergeometric count. A binomial test at the expected share ignores that the cutoff
@@ -259,20 +261,33 @@ def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
 
     n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
     if n == 0 or flagged == 0:
-        return False
+        return 1.0
     beyond = int((reference.compare >= reference.cutoff).sum())  # comparison images at or beyond the cutoff
-    return float(nhypergeom(len(reference.compare) + n, n, beyond).sf(flagged - 1)) < 0.01
+    return float(nhypergeom(len(reference.compare) + n, n, beyond).sf(flagged - 1))
+
+
+def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
+    """Whether more of a set's images are unusual than chance gives if they were like the comparison images (at 1%)."""
+    return site_p_value(reference, unusual) < SITE_ALPHA
 
 
 def site_summary(reference: Reference, unusual: np.ndarray) -> str:
     """One sentence on a set of images (whether each is unusual): the share flagged, against the share a set like the
-    comparison images would give."""
+    comparison images would give. A share above that which chance still explains is said to be undecided, not usual:
+    with few images a real difference and chance look alike."""
     n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
-    verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy on "
-               "labelled images of them, or adapt it" if site_shifted(reference, unusual) else
-               "no more than chance gives. That rules out gross differences only (another exposure, another body part, "
-               "not an X-ray): a model can still lose accuracy at a site whose images it finds usual, so measure it on "
-               "labelled images of the site")
+    p_value = site_p_value(reference, unusual)
+    if p_value < SITE_ALPHA:
+        verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy "
+                   "on labelled images of them, or adapt it")
+    elif flagged / max(n, 1) > reference.expected_share:
+        verdict = (f"more than that, but too few to tell from chance: a set like those images has this many or more "
+                   f"{p_value:.1%} of the time, and the check calls a set different only below {SITE_ALPHA:.0%}. Check "
+                   f"more images of the site, and measure the model on labelled images of it")
+    else:
+        verdict = ("no more than chance gives. That rules out gross differences only (another exposure, another body "
+                   "part, not an X-ray): a model can still lose accuracy at a site whose images it finds usual, so "
+                   "measure it on labelled images of the site")
     return (f"{flagged} of {n} images ({flagged / max(n, 1):.0%}) are unusual for this model; about "
             f"{reference.expected_share:.0%} would be for images like {reference.source}: {verdict}.")
 
@@ -295,6 +310,7 @@ def check_folder(run: Path, folder: str | Path, progress: Progress | None = None
     distance = np.concatenate(distances)
     unusual = reference.unusual(distance)
     return {"run": run.name, "images": int(len(table)), "unusual": int(unusual.sum()), "share": round(float(unusual.mean()), 4),
-            "expected_share": round(reference.expected_share, 4), "shifted": bool(site_shifted(reference, unusual)),
+            "expected_share": round(reference.expected_share, 4), "p_value": round(site_p_value(reference, unusual), 6),
+            "shifted": bool(site_shifted(reference, unusual)),
             "summary": site_summary(reference, unusual), "compared_with": reference.source,
             "unusual_files": [str(p) for p in table["path"][unusual]]}

@@ -34,7 +34,7 @@ def test_a_reference_flags_what_lies_outside_and_keeps_the_share_it_promises() -
     assert reference.unusual(reference.distances(far)).mean() > 0.9
     shares = reference.share_as_far(reference.distances(far))
     assert np.all((shares > 0) & (shares <= 1))
-    assert "more than chance" in novelty.site_summary(reference, reference.unusual(reference.distances(far)))
+    assert "more than chance gives: these images differ" in novelty.site_summary(reference, reference.unusual(reference.distances(far)))
     assert "no more than chance" in novelty.site_summary(reference, reference.unusual(reference.distances(same[:300])))
     assert novelty.caution(reference, float(reference.compare[0])) == ""
     words = novelty.caution(reference, float(reference.distances(far[:1])[0] + 100))
@@ -55,6 +55,21 @@ def test_a_small_reference_does_not_call_images_from_its_own_source_shifted() ->
     assert alarms / 300 <= 0.02, alarms
     assert novelty.site_shifted(reference, np.abs(rng.normal(size=300)) + 1.5 > reference.cutoff)
     assert not novelty.site_shifted(reference, np.zeros(0, bool))
+
+
+def test_a_share_above_chance_that_too_few_images_cannot_confirm_is_not_called_usual() -> None:
+    """6 of 44 images unusual where ~2% is expected: chance gives that in about 1.3% of same-source sets, so the test does
+    not call the set shifted, but neither is it "no more than chance" (what the sentence said before)."""
+    reference = novelty.Reference(np.zeros((1, 1)), np.eye(1), np.linspace(0.0, 1.0, 44), "its own validation images")
+    unusual = np.arange(44) < 6
+    p_value = novelty.site_p_value(reference, unusual)
+    assert p_value == pytest.approx(0.0130, abs=5e-4) and not novelty.site_shifted(reference, unusual)
+    words = novelty.site_summary(reference, unusual)
+    assert "no more than chance" not in words and "too few to tell from chance" in words and "1.3%" in words, words
+    assert novelty.site_shifted(reference, np.arange(44) < 7)  # one more and chance gives it 0.6% of the time
+    at_expected = np.arange(45) < 1  # 1 of 45 is the ~2% expected
+    assert "no more than chance" in novelty.site_summary(reference, at_expected)
+    assert novelty.site_p_value(reference, np.zeros(10, bool)) == 1.0
 
 
 def test_a_model_without_a_final_dense_layer_has_no_features_to_measure() -> None:
@@ -100,7 +115,7 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     labelled, flat = _shifted_site(tmp_path / "dark", contrast=0.5, offset=0)
     site = predict_table(trained, open_dataset(str(labelled)).table, "external-dark")
     assert site["unusual"].mean() >= 0.8, site["unusual"].mean()
-    assert "more than chance" in novelty.site_summary(reference, site["unusual"].to_numpy())
+    assert "more than chance gives: these images differ" in novelty.site_summary(reference, site["unusual"].to_numpy())
 
     files = sorted(flat.glob("*.png"))[:3] + [Path(table[table["split"] == "test"]["path"].iloc[0])]
     predictor, calls = from_run(trained), []
@@ -154,7 +169,7 @@ def test_check_tells_a_shifted_site_from_the_training_hospital_from_the_command_
     assert main(["check", str(trained), "--images", str(dark), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 88 and result["shifted"] is True and result["unusual"] >= 70
-    assert len(result["unusual_files"]) == result["unusual"] and "more than chance" in result["summary"]
+    assert len(result["unusual_files"]) == result["unusual"] and "more than chance gives" in result["summary"]
     _, mild = _shifted_site(tmp_path / "mild", contrast=0.97, offset=3)  # nearly the training scanner
     assert main(["check", str(trained), "--images", str(mild), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
