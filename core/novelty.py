@@ -248,6 +248,7 @@ def _predicted(outputs: np.ndarray, classes: list[str], status: dict, config: di
 
 
 SITE_ALPHA = 0.01  # a set is called different from the comparison images when chance gives its count less often
+SITE_UNDECIDED = 0.10  # below this (and not below SITE_ALPHA) chance is a poor but possible explanation: too few to tell
 
 
 def site_p_value(reference: Reference, unusual: np.ndarray) -> float:
@@ -273,14 +274,14 @@ def site_shifted(reference: Reference, unusual: np.ndarray) -> bool:
 
 def site_summary(reference: Reference, unusual: np.ndarray) -> str:
     """One sentence on a set of images (whether each is unusual): the share flagged, against the share a set like the
-    comparison images would give. A share above that which chance still explains is said to be undecided, not usual:
-    with few images a real difference and chance look alike."""
+    comparison images would give. A count that chance gives rarely (under 10%) but not rarely enough to call is said to
+    be undecided, not usual: with few images a real difference and chance look alike."""
     n, flagged = len(unusual), int(np.asarray(unusual, bool).sum())
     p_value = site_p_value(reference, unusual)
     if p_value < SITE_ALPHA:
         verdict = ("more than chance gives: these images differ from what the model learned from, so check its accuracy "
                    "on labelled images of them, or adapt it")
-    elif flagged / max(n, 1) > reference.expected_share:
+    elif p_value < SITE_UNDECIDED:
         verdict = (f"more than that, but too few to tell from chance: a set like those images has this many or more "
                    f"{p_value:.1%} of the time, and the check calls a set different only below {SITE_ALPHA:.0%}. Check "
                    f"more images of the site, and measure the model on labelled images of it")
