@@ -327,7 +327,7 @@ def _decisions(status: dict[str, Any], classes: list[str], head: str, scores: np
     if moved is not None:
         parent = f"{float(status['threshold']):.3f}" if "threshold" in status else "0.5"
         decided.update(threshold=moved, threshold_source=(f"where the site's scores part: the boundary of a two-cluster mixture "
-                                                          f"fitted to {n_images} unlabeled images (the parent's threshold was {parent})"))
+                                                          f"fitted to {n_images} unlabeled images; the parent's threshold was {parent}"))
         # the clusters' shares are the class-mix estimate: EM reads the scores as calibrated at the site and ran to 77-89%
         # pneumonia on another hospital's X-rays (truth 63%), where the shares said 62-66% (4 recipe runs)
         share = noted["site_threshold"]["upper_share"]
