@@ -262,15 +262,17 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     expected, details = site_threshold(predictions[f"p_{classes[1]}"].to_numpy(float))
     recorded = status["adaptation"]["site_threshold"]
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    assert expected is not None and recorded["separation"] == pytest.approx(details["separation"], abs=0.05)
-    assert result["threshold"] == status["threshold"] and logit(status["threshold"]) == pytest.approx(logit(expected), abs=0.05)
+    assert expected is not None and recorded["separation"] == pytest.approx(details["separation"], abs=0.05), (recorded, details)
+    assert result["threshold"] == status["threshold"]
+    assert logit(status["threshold"]) == pytest.approx(logit(expected), abs=0.05), (status["threshold"], expected, recorded, details)
     # the clusters' shares are the class-mix estimate shown; EM's is kept beside it
     assert status["adaptation"]["site_prior"][classes[1]] == recorded["upper_share"] and "em_prior" in status["adaptation"]
     assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in adaptation_summary(Path(result["run"]).name, status)
     accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
     assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
     twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path))
-    assert twin["threshold"] == status["threshold"]  # labels (folder names) are never read
+    # labels (folder names) are never read
+    assert twin["threshold"] == status["threshold"], (twin["threshold"], twin["adaptation"], status["adaptation"])
 
 
 @pytest.mark.slow
