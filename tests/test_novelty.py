@@ -118,13 +118,14 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     assert site["unusual"].mean() >= 0.8, site["unusual"].mean()
     assert "more than chance gives: these images differ" in novelty.site_summary(reference, site["unusual"].to_numpy())
 
-    files = sorted(flat.glob("*.png"))[:3] + [Path(table[table["split"] == "test"]["path"].iloc[0])]
+    flagged = sorted(Path(path).name for path in site.loc[site["unusual"], "path"])[:3]  # >= 80% are, not each one
+    files = [flat / name for name in flagged] + [Path(table[table["split"] == "test"]["path"].iloc[0])]
     predictor, calls = from_run(trained), []
     plain_pass = predictor.model.predict_on_batch
     predictor.model.predict_on_batch = lambda batch: calls.append(len(batch)) or plain_pass(batch)
     rows = predict_files(predictor, [(p.name, str(p)) for p in files], novelty=reference)
     assert len(calls) == int(predictor.tta)  # the check's pass gives the scores too; only a mirror view needs another
-    assert rows["unusual"].tolist()[:3] == [True, True, True]
+    assert rows["unusual"].tolist()[:3] == [True, True, True], "Predict and Evaluate disagree on the same images"
     assert rows["caution"].iloc[0].startswith("Unusual for this model")
     unchecked = predict_files(from_run(trained), [(p.name, str(p)) for p in files])  # the check changes no prediction
     assert np.allclose(rows.iloc[:, 2:4].to_numpy(float), unchecked.iloc[:, 2:4].to_numpy(float)) and "unusual" not in unchecked
