@@ -272,7 +272,9 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
     twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path))
     # labels (folder names) are never read
-    assert twin["threshold"] == status["threshold"], (twin["threshold"], twin["adaptation"], status["adaptation"])
+    # (the same images in another order: BatchNorm's sums differ in the last digits, the grid point by one step at most)
+    assert logit(twin["threshold"]) == pytest.approx(logit(status["threshold"]), abs=0.01), (
+        twin["threshold"], twin["adaptation"], status["adaptation"])
 
 
 @pytest.mark.slow
