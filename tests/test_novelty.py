@@ -108,7 +108,8 @@ def test_a_finished_run_knows_its_own_images_from_another_scanners(trained: Path
     assert reference is not None and reference.source == "its own validation images"
     table = open_dataset("demo").table
     test = predict_table(trained, table[table["split"] == "test"], "test")
-    assert test["unusual"].mean() <= 0.1, test["unusual"].mean()
+    # 30 unseen images exchangeable with 44 validation ones: 4+ above all 44 happens 2.4% of the time, 7+ 0.11%
+    assert test["unusual"].mean() <= 0.2, test["unusual"].mean()
     (trained / novelty.FILE).rename(tmp_path / novelty.FILE)  # the same split unchecked: the same probabilities
     plain = predict_table(trained, table[table["split"] == "test"], "test-plain")
     (tmp_path / novelty.FILE).rename(trained / novelty.FILE)
