@@ -255,6 +255,10 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     kept = Path(json.loads(capsys.readouterr().out)["run"])
     predictions = predict_table(kept, site_table, "site-check")
     assert read_status(kept)["threshold"] == 0.995 and "site_threshold" not in read_status(kept)["adaptation"]
+    # far off for every training: above 90% of the adapted model's site scores (0.995 itself gave 0.875 once, a
+    # training whose site scores still parted near it)
+    far = round(max(0.995, float(np.quantile(predictions[f"p_{classes[1]}"], 0.9))), 6)
+    write_status(parent, threshold=far)
     assert main(["adapt", str(parent), "--images", str(flat), "--json"]) == 0  # by default the threshold moves to the site's
     result = json.loads(capsys.readouterr().out)
     status = read_status(Path(result["run"]))
@@ -267,9 +271,10 @@ def test_site_threshold_replaces_a_threshold_that_does_not_transfer(watched_run:
     assert logit(status["threshold"]) == pytest.approx(logit(expected), abs=0.05), (status["threshold"], expected, recorded, details)
     # the clusters' shares are the class-mix estimate shown; EM's is kept beside it
     assert status["adaptation"]["site_prior"][classes[1]] == recorded["upper_share"] and "em_prior" in status["adaptation"]
-    assert "where the site's scores part" in status["threshold_source"] and "was 0.995" in adaptation_summary(Path(result["run"]).name, status)
+    assert "where the site's scores part" in status["threshold_source"]
+    assert f"was {far:.3f}" in adaptation_summary(Path(result["run"]).name, status)
     accuracy = lambda t: binary_summary(predictions, classes, t, n_boot=10)["accuracy"]  # noqa: E731
-    assert accuracy(status["threshold"]) >= accuracy(0.995) + 0.1, (accuracy(0.995), accuracy(status["threshold"]))
+    assert accuracy(status["threshold"]) >= accuracy(far) + 0.1, (far, accuracy(far), accuracy(status["threshold"]))
     twin = read_status(adapt_run(parent, labelled, runs_dir=tmp_path))
     # labels (folder names) are never read
     # (the same images in another order: BatchNorm's sums differ in the last digits, the grid point by one step at most)
