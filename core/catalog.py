@@ -51,3 +51,9 @@ BACKBONES = {
 }
 MODEL_NAMES = SCRATCH + tuple(BACKBONES)
 RECIPES = ("xray", "xray-scratch")
+
+
+def native_sizes_sentence() -> str:
+    """Which input size each ImageNet backbone was trained at: its features fit best near that size."""
+    sizes = ", ".join(f"{b.constructor} {b.default_size}" for b in BACKBONES.values() if b.default_size != 224)
+    return f"ImageNet backbones learned at 224 px, except {sizes}."

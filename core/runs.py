@@ -26,7 +26,6 @@ import pandas as pd
 from core.atomic import write_json
 from core.paths import models_dir
 
-STATES = ("queued", "running", "completed", "stopped", "failed", "interrupted")
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 HEARTBEAT_TIMEOUT_S = 120.0
 

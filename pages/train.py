@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import jobs
-from core.catalog import BACKBONES, FREEZE_MODES, INTENSITY, MAX_CROP, MODEL_NAMES
+from core.catalog import BACKBONES, FREEZE_MODES, INTENSITY, MAX_CROP, MODEL_NAMES, native_sizes_sentence
 from core.charts import batch_curves_figure, generalisation_curves_figure, runs_overlay_figure, training_curves_figure
 from core.dataset_store import SAVED_PREFIX, list_definitions
 from core.errors import MedImageError
@@ -71,7 +71,7 @@ with st.form("train_form"):
                                      "(a download, or the file in ~/.keras/models); 'none' starts from random numbers.")
     cols = st.columns(4)
     image_size = cols[0].number_input("Image size", 32, 512, shown.model.image_size, 16, disabled=bool(recipe), key=key("train_size"),
-                                      help=help_text("image size"))
+                                      help=f'{help_text("image size")} {native_sizes_sentence()}')
     epochs = cols[1].number_input("Epochs", 1, 500, RECIPE_EPOCHS[recipe] if recipe else 10, key=key("train_epochs"), help=help_text("epoch"))
     batch_size = cols[2].number_input("Batch size", 1, 512, shown.pipeline.batch_size, disabled=bool(recipe), key=key("train_batch"),
                                       help=help_text("batch size"))

@@ -150,3 +150,11 @@ def test_precision_policy_follows_the_hardware() -> None:
     assert precision_policy([v100], True) == "mixed_float16"  # a GPU decides, whatever the CPU
     assert precision_policy([v100], True, "mobilenetv2") == "mixed_float16"  # tensor cores run depthwise layers in float16
     assert precision_policy([k80], True) == "float32"
+
+
+def test_the_image_size_help_names_the_backbones_not_trained_at_224() -> None:
+    from core.catalog import native_sizes_sentence
+
+    sentence = native_sizes_sentence()
+    assert "InceptionV3 299" in sentence and "EfficientNetB3 300" in sentence
+    assert "VGG16" not in sentence and "MobileNetV2" not in sentence  # both at 224, the sentence's rule
