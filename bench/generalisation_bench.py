@@ -11,6 +11,7 @@ number of looks at external-dev is visible; the README lists them all.
                                          xray-bfloat16 xray-own-bn xray-equalize]
                                          [--seeds 0 1] [--epochs N]
     python bench/generalisation_bench.py --runs RUN [RUN ...]    # score runs trained before, without training
+    python bench/generalisation_bench.py --split-half RUN [RUN ...]    # adapt on one half of the site, score the other
 
 Each run is adapted twice and scored both ways: with the parent's threshold (`adapt --keep-threshold`) and with the
 site threshold (the boundary between the two clusters of the adapted model's scores on the site's images, adapt's
@@ -35,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -175,12 +178,57 @@ def _score(run: Path, variant: str, seed: int, minutes: float | None, external) 
     return row
 
 
+def _split_half(run: Path, external) -> dict:
+    """Adaptation judged on images it did not see. Issue 13's acceptance adapts on external-dev and scores the hidden
+    half: other images of the same site. The tables above adapt on external-dev and score the same images (no label
+    read, but the site threshold is fitted to those very scores). Here external-dev's distinct images are split in two
+    by content hash (every other one in digest order: label-blind, duplicates on one side), the run is adapted on each
+    half (a flat folder of links: no class folder to read) and scored on the other; beside it the run unadapted and the
+    run adapted on all of external-dev, on the same halves."""
+    import hashlib
+
+    from core.adapt import adapt_run
+    from core.evaluate import binary_summary, predict_table
+    from core.runs import read_json, read_status
+
+    classes, saved = read_status(run)["classes"], float(read_status(run).get("threshold", 0.5))
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in external["path"]]
+    half_of = {d: i % 2 for i, d in enumerate(sorted(set(digests)))}
+    halves = [external[[half_of[d] == h for d in digests]] for h in (0, 1)]
+    everything = adapt_run(run, EXTERNAL)
+    row: dict = {"run": str(run), "seed": int(read_json(run / "config.json").get("seed", 0)), "halves": [len(h) for h in halves],
+                 "half_pneumonia": [float((h["label"] == classes[1]).mean()) for h in halves]}
+    pooled: dict[str, list] = {"unadapted": [], "adapted_on_all": [], "adapted_on_other_half": []}
+    with tempfile.TemporaryDirectory(prefix="site-half-") as tmp:
+        for h in (0, 1):
+            folder = Path(tmp) / f"half{1 - h}"
+            folder.mkdir()
+            for i, path in enumerate(halves[1 - h]["path"]):
+                (folder / f"{i:04d}{Path(path).suffix}").symlink_to(Path(path).resolve())
+            other = adapt_run(run, folder)
+            for key, model, threshold in (("unadapted", run, saved),
+                                          ("adapted_on_all", everything, float(read_status(everything).get("threshold", 0.5))),
+                                          ("adapted_on_other_half", other, float(read_status(other).get("threshold", 0.5)))):
+                table = predict_table(model, halves[h], f"external-dev-half{h}")
+                summary = binary_summary(table, classes, threshold, n_boot=10)
+                row[f"half{h}_{key}"] = {"threshold": round(threshold, 3), "acc": summary["accuracy"],
+                                         "sens": summary["sensitivity"], "spec": summary["specificity"]}
+                pooled[key].append((table, threshold))
+    for key, parts in pooled.items():  # every image once, each at its own model's threshold
+        correct = np.concatenate([(t[f"p_{classes[1]}"].to_numpy(float) >= thr) == (t["label"] == classes[1]).to_numpy()
+                                  for t, thr in parts])
+        row[f"{key}_acc"] = float(correct.mean())
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["xray"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--split-half", nargs="+", default=None, metavar="RUN",
+                        help="adapt these trained runs on each half of external-dev and score them on the other half")
     parser.add_argument("--runs", nargs="+", default=None, metavar="RUN",
                         help="score these trained runs (a variant's runs made before) instead of training new ones")
     args = parser.parse_args()
@@ -193,6 +241,10 @@ def main() -> None:
 
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="generalisation-"))
     external = open_dataset(str(EXTERNAL)).table
+    if args.split_half:
+        for run in map(Path, args.split_half):
+            print(json.dumps(_split_half(run, external), default=float), flush=True)
+        return
     rows = []
     for run in map(Path, args.runs or []):
         rows.append(_score(run, "given", int(read_json(run / "config.json").get("seed", 0)), None, external))
