@@ -159,7 +159,9 @@ def _score(run: Path, variant: str, seed: int, minutes: float | None, external) 
     status = read_status(run)
     classes, threshold = status["classes"], float(status.get("threshold", 0.5))
     val = binary_summary(load_predictions(run, "val"), classes, threshold, n_boot=1000)
-    ext = binary_summary(load_predictions(run, external_name(str(EXTERNAL))), classes, threshold, n_boot=1000)
+    stored = load_predictions(run, external_name(str(EXTERNAL)))  # None for a run trained without watching it
+    stored = predict_table(run, external, external_name(str(EXTERNAL))) if stored is None else stored
+    ext = binary_summary(stored, classes, threshold, n_boot=1000)
     row = {"variant": variant, "seed": seed, "minutes": minutes, "threshold": round(threshold, 3),
            "val_acc": val["accuracy"], "val_auc": val["auc"], "ext_acc": ext["accuracy"], "ext_acc_ci": ext["accuracy_ci95"],
            "ext_auc": ext["auc"], "ext_auc_ci": ext["auc_ci95"], "ext_sens": ext["sensitivity"], "ext_spec": ext["specificity"],
