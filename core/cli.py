@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         from core.recipes import create_recipe_run
 
         run = create_recipe_run(args.recipe, args.data, seed=args.seed, runs_dir=Path(args.runs_dir) if args.runs_dir else None,
-                                mixed_precision=args.precision, external=tuple(args.external),
+                                mixed_precision=args.precision, external=tuple(args.external), deterministic=args.deterministic,
                                 **({"epochs": args.epochs} if args.epochs_given else {}))
         return _launch(run, args)
     config = make_config(args.data, args.model, args.image_size, args.epochs, args.batch_size, args.weights,
@@ -99,7 +99,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          learning_rate=args.lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_lr=args.fine_tune_lr,
                          fine_tune_layers=args.fine_tune_layers, seed=args.seed, external=tuple(args.external), ema_epochs=args.ema_epochs,
                          mixup=args.mixup, cutmix=args.cutmix, cosine=args.cosine, crop=args.crop,
-                         intensity=args.intensity)
+                         intensity=args.intensity, deterministic=args.deterministic)
     if args.mixup or args.cutmix:  # both blends, or a dataset of 3+ classes: refused before a run folder is made
         from core.dataset_store import open_source
 
@@ -322,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", choices=RECIPES, default=None,
                        help="a named recipe (patient-grouped split, tuned threshold, TTA): xray = ImageNet MobileNetV2 trained whole "
                             "(needs its weights file), xray-scratch = xraynet (no weights); see core/recipes.py")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and the augmentation")
+    train.add_argument("--deterministic", action="store_true",
+                       help="the same data, settings and seed give the same model bit for bit (TensorFlow op determinism); "
+                            "without it, parallel input stages make each training a new draw")
     train.add_argument("--external", action="append", default=[], metavar="DIR",
                        help="an external set (e.g. another hospital's class folders) scored after every epoch, never learned "
                             "from or used for any choice; repeatable")

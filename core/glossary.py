@@ -44,6 +44,10 @@ GLOSSARY: dict[str, str] = {
                   "more memory.",
     "image size": "The side, in pixels, images are resized to before the model sees them. Bigger shows finer detail and "
                   "trains slower.",
+    "seed": "The number behind every random choice of a training: the split, the starting weights, the augmentation. "
+            "Another seed is another draw of the same recipe; comparing a few shows how much is luck.",
+    "reproducible": "Trains so that the same images, settings and seed give the same model to the last digit (TensorFlow's "
+                    "op determinism), when trained from start to end without a stop. Off, two trainings differ a little.",
     "augmentation": "Small random changes to the training images (mirroring, turning, brightness) so the model learns the "
                     "disease, not the exact pictures.",
     "class weights": "Counting mistakes on the rarer class more, so the model cannot score well by calling everything the "

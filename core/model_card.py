@@ -102,7 +102,8 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
     chosen = [text for text, on in extras if on]
     if chosen:
         lines.append(chosen[0][0].upper() + "; ".join(chosen)[1:] + ".")
-    lines.append(f"Seed {config.get('seed', 0)}.")
+    lines.append(f"Seed {config.get('seed', 0)}" + (", with TensorFlow's op determinism: retraining with these settings gives "
+                                                    "the same weights." if config.get("deterministic") else "."))
     if config.get("adapted_from"):  # written by core.adapt into the child's config
         lines.append(f"Then adapted, not trained: run {config['adapted_from']}'s model with its BatchNorm statistics "
                      f"re-measured on the unlabeled images of {Path(str(config.get('adapted_on', '?'))).name} (no labels read).")

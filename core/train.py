@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_framework_config  # disable_op_determinism has no public name
 
 from core import multiworker_fixes
 from core.atomic import write_bytes, write_json, write_text
@@ -75,6 +76,7 @@ class TrainConfig:
     mixup: float = 0.0  # 0 = off; else binary head: training images blended in pairs, weight ~ Beta(mixup, mixup) (core.augment.blend_batches)
     cutmix: float = 0.0  # 0 = off; else binary head: a box of another image pasted in, target by area (core.augment.blend_batches)
     cosine: bool = False  # the LR follows a half cosine from learning_rate towards 0 over the run's epochs (replaces the plateau halving)
+    deterministic: bool = False  # TensorFlow op determinism: the same data, settings and seed give the same weights bit for bit
     batchnorm_epochs: float = 1.0  # BatchNorm statistics span at most about this many epochs (0: the network's own momentum); batchnorm_momentum
 
     def to_dict(self) -> dict[str, Any]:
@@ -475,12 +477,15 @@ def _train(run: Path, verbose: int, member: Role) -> str:
     write_status(run, state="running", pid=os.getpid(), host=socket.gethostname(), started=now_iso(),
                  heartbeat=now_iso(), heartbeat_ts=time.time(), message="", workers=member.workers)
     previous = keras.mixed_precision.global_policy()
+    was_deterministic = tf_framework_config.is_op_determinism_enabled()
     try:
         # first: a multi-worker strategy must exist before any other TensorFlow op (the pipeline's)
         strategy = distribution_strategy()
         config = TrainConfig.from_dict(read_json(run / "config.json"))
         check_phases(config)  # a hand-edited config.json too
         keras.utils.set_random_seed(config.seed)
+        if config.deterministic:  # else parallel input stages draw augmentation from one seed state in any order
+            tf.config.experimental.enable_op_determinism()
         policy = precision_for(config.mixed_precision, config.model.name)
         keras.mixed_precision.set_global_policy(policy)  # models built below take it; restored when the job ends
         dataset = open_source(config.data)
@@ -615,6 +620,8 @@ def _train(run: Path, verbose: int, member: Role) -> str:
         return "failed"
     finally:
         keras.mixed_precision.set_global_policy(previous)
+        if not was_deterministic:  # a job run in-process (tests, the CLI's foreground) leaves the process as it found it
+            tf_framework_config.disable_op_determinism()
 
 
 def _run_folds(run: Path, config: TrainConfig, table: pd.DataFrame) -> str:

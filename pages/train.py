@@ -128,6 +128,10 @@ with st.form("train_form"):
              "bfloat16 on a CPU that computes it natively (1.2x to 2.8x faster in our benchmarks). Auto picks what this machine "
              "does well for the chosen network: on a CPU, MobileNets and EfficientNets stay float32, which is faster for them.",
     )
+    cols = st.columns([1, 3])
+    seed = cols[0].number_input("Seed", 0, 2**31 - 1, 0, key="train_seed", help=help_text("seed"))
+    deterministic = cols[1].checkbox("Reproducible: the same settings and seed give the same model", key="train_deterministic",
+                                     help=help_text("reproducible"))
     external_text = st.text_area(
         "External sets to watch (one folder per line, monitor only)", key="train_external", height=68,
         help="Images from another hospital or scanner, in class folders: scored after every epoch and shown beside "
@@ -149,7 +153,8 @@ if submitted and recipe:
     try:
         if not weights_found(recipe):
             build_model(recipe_config(recipe, data).model)  # offline without weights: the message now, not a failed job
-        run = create_recipe_run(recipe, data, epochs=int(epochs), mixed_precision=precision, external=external_sources(external_text))
+        run = create_recipe_run(recipe, data, seed=int(seed), epochs=int(epochs), mixed_precision=precision,
+                                external=external_sources(external_text), deterministic=deterministic)
         state = jobs.start(run)
         st.success(f"Started {run.name} ({recipe} recipe)" if state == "running" else f"Queued {run.name}: it starts when a slot frees.")
         st.session_state["train_run"] = run.name  # show the new run, not the one viewed before
@@ -164,7 +169,7 @@ elif submitted:
             learning_rate=float(lr), class_weighting=class_weighting, folds=int(folds), mixed_precision=precision, alpha=float(alpha),
             external=external, ema_epochs=float(ema_epochs), mixup=float(mixup), cutmix=float(cutmix), cosine=cosine, crop=float(crop),
             intensity=intensity, fine_tune_epochs=int(fine_tune_epochs), fine_tune_layers=int(fine_tune_layers),
-            fine_tune_lr=float(fine_tune_lr),
+            fine_tune_lr=float(fine_tune_lr), seed=int(seed), deterministic=deterministic,
         )
         model = config.model
         chosen = load_dataset(data)  # cached: the class count says whether the images can be blended

@@ -68,11 +68,13 @@ def test_scan_json(tmp_path: Path) -> None:
 def test_train_options_reach_the_run_config_and_bad_values_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_class_folders(tmp_path / "ds", {"a": 4, "b": 4})
     common = ("train", "--data", str(tmp_path / "ds"), "--runs-dir", str(tmp_path / "runs"), "--create-only", "--json")
-    result = _main(capsys, *common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1", "--intensity", "equalize")
+    result = _main(capsys, *common, "--ema-epochs", "3", "--mixup", "0.2", "--crop", "0.1", "--intensity", "equalize",
+                   "--seed", "7", "--deterministic")
     assert result.returncode == 0, result.stderr
     run = Path(json.loads(result.stdout)["run"])
     config = json.loads((run / "config.json").read_text())
     assert config["ema_epochs"] == 3 and config["mixup"] == 0.2 and config["model"]["crop"] == 0.1
+    assert config["seed"] == 7 and config["deterministic"] is True
     assert config["model"]["intensity"] == "equalize"
     result = _main(capsys, *common, "--crop", "0.4")
     assert result.returncode == 2 and "between 0 (off) and 0.3 of each side" in result.stderr
@@ -104,10 +106,11 @@ def test_train_recipe_from_the_cli_trains_in_the_foreground_and_reports_its_thre
     """The acceptance command's path (`train --recipe NAME --data DIR`): the recipe's config and patient-grouped split,
     trained here until it ends, with the validation threshold in its answer."""
     runs = str(tmp_path / "runs")
-    created = _run("train", "--recipe", "xray", "--data", "demo", "--runs-dir", runs, "--create-only", "--json")
+    created = _run("train", "--recipe", "xray", "--data", "demo", "--runs-dir", runs, "--create-only", "--json", "--deterministic")
     assert created.returncode == 0, created.stderr[-2000:]
     config = json.loads((Path(json.loads(created.stdout)["run"]) / "config.json").read_text())
     assert config["model"]["name"] == "mobilenetv2" and config["model"]["freeze"] == "full" and config["tune_threshold"]
+    assert config["deterministic"] is True
     result = subprocess.run([sys.executable, "-m", "core", "train", "--recipe", "xray-scratch", "--data", "demo", "--epochs", "1",
                              "--runs-dir", runs, "--json"], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

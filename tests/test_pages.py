@@ -354,6 +354,8 @@ def test_train_form_fine_tunes_after_feature_extraction(tmp_path: Path, monkeypa
     at.number_input(key="train_fine_tune_epochs").set_value(1)
     at.number_input(key="train_fine_tune_layers").set_value(0)
     at.number_input(key="train_fine_tune_lr").set_value(5e-5)
+    at.number_input(key="train_seed").set_value(5)
+    at.checkbox(key="train_deterministic").check()  # a transfer job's ops all have deterministic kernels here
     at.button[0].click().run()
     assert not at.exception and "Fine-tuning follows feature extraction" in at.error[0].value and list_runs().empty
     at.selectbox(key="train_freeze").set_value("feature_extraction")
@@ -362,6 +364,7 @@ def test_train_form_fine_tunes_after_feature_extraction(tmp_path: Path, monkeypa
     run = Path(list_runs().iloc[0]["path"])
     config = json.loads((run / "config.json").read_text())
     assert config["fine_tune_epochs"] == 1 and config["model"]["fine_tune_layers"] == 0 and config["fine_tune_lr"] == 5e-5
+    assert config["seed"] == 5 and config["deterministic"] is True
     deadline = time.time() + 180
     while effective_state(read_status(run)) not in ("completed", "failed") and time.time() < deadline:
         time.sleep(0.5)

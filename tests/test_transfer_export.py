@@ -265,6 +265,8 @@ def test_the_card_says_how_a_run_was_trained() -> None:
     assert lines[2:] == ["No augmentation.", "CutMix (factor 1.0); BatchNorm statistics over about the last 1 epoch at most.", "Seed 0."]
     older = {k: v for k, v in changed.items() if k not in ("cosine", "cutmix", "batchnorm_epochs")}
     assert training_procedure(older)[2:] == ["No augmentation.", "Seed 0."]
+    assert training_procedure({**older, "seed": 4, "deterministic": True})[-1] == (
+        "Seed 4, with TensorFlow's op determinism: retraining with these settings gives the same weights.")
     # an adapted run's config (core.adapt writes its lineage there): the card and the report say what was done after training
     adapted = {**older, "adapted_from": "20261128-025844-mobilenetv2-05c0", "adapted_on": "/data/chest_xray/external-dev"}
     assert training_procedure(adapted)[-1] == ("Then adapted, not trained: run 20261128-025844-mobilenetv2-05c0's model with its "
