@@ -21,15 +21,15 @@ from core.errors import MedImageError
 from core.file_cache import Progress
 from core.models import ModelConfig
 from core.pipeline import PipelineConfig, make_dataset
-from core.runs import read_json, read_status, write_status
+from core.runs import model_file, read_json, read_status, write_status
 
 
 def load_run_model(run: Path) -> keras.Model:
-    """The run's best model (or last/final), loaded in Keras safe mode."""
-    for name in ("best.keras", "final.keras", "last.keras"):
-        if (Path(run) / name).exists():
-            return keras.saving.load_model(Path(run) / name, safe_mode=True, compile=False)
-    raise MedImageError(f"{Path(run).name} has no saved model yet. Wait for its first epoch, or train it.")
+    """The run's best model (or final/last), loaded in Keras safe mode."""
+    file = model_file(run)
+    if file is None:
+        raise MedImageError(f"{Path(run).name} has no saved model yet. Wait for its first epoch, or train it.")
+    return keras.saving.load_model(file, safe_mode=True, compile=False)
 
 
 def model_runs(run: Path) -> list[Path]:
@@ -43,14 +43,33 @@ def load_run_models(run: Path) -> list[keras.Model]:
     return [load_run_model(r) for r in model_runs(run)]
 
 
+def models_mtime(run: Path) -> int:
+    """When the models a run predicts with were last written (ns; 0 when it has none). A table stored before it came from
+    an earlier model: a run resumed or extended after an evaluation writes a new best checkpoint."""
+    files = [model_file(r) for r in model_runs(run)]
+    return max((f.stat().st_mtime_ns for f in files if f is not None), default=0)
+
+
 def predictions_path(run: Path, name: str) -> Path:
     return Path(run) / f"predictions-{name}.csv"
 
 
-def load_predictions(run: Path, name: str) -> pd.DataFrame | None:
-    """A stored predictions table, or None when this run has not predicted `name` yet."""
+def is_current(run: Path, name: str) -> bool:
+    """Whether the run holds a predictions table for `name` made by its present model."""
     path = predictions_path(run, name)
-    return pd.read_csv(path) if path.exists() else None
+    return path.exists() and path.stat().st_mtime_ns >= models_mtime(run)
+
+
+def stored_predictions(run: Path) -> list[str]:
+    """The names of the run's predictions tables its present model made (an earlier model's are left out)."""
+    names = sorted(p.stem[len("predictions-"):] for p in Path(run).glob("predictions-*.csv"))
+    return [name for name in names if is_current(run, name)]
+
+
+def load_predictions(run: Path, name: str) -> pd.DataFrame | None:
+    """A stored predictions table, or None when this run has not predicted `name` yet or trained on since it did (its
+    metrics would be an earlier model's)."""
+    return pd.read_csv(predictions_path(run, name)) if is_current(run, name) else None
 
 
 def predict_table(

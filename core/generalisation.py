@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.evaluate import load_predictions, summarize
+from core.evaluate import load_predictions, stored_predictions, summarize
 
 INTERNAL = "test"
 INTERNAL_LABEL = "internal test split"  # its row in the table
@@ -22,8 +22,7 @@ GAP_METRICS = {"accuracy": "accuracy", "auc": "AUC", "sensitivity": "sensitivity
 
 def external_sets(run: Path) -> list[str]:
     """The external sets the run was scored on: the names of its stored predictions ('external-...')."""
-    return sorted(p.stem[len("predictions-"):] for p in Path(run).glob("predictions-external-*.csv")
-                  if not p.stem.endswith(("-tta", "-notta")))
+    return [name for name in stored_predictions(run) if name.startswith("external-") and not name.endswith(("-tta", "-notta"))]
 
 
 def gap_table(run: Path, n_boot: int = 1000) -> pd.DataFrame:

@@ -111,14 +111,12 @@ def training_procedure(config: dict[str, Any]) -> list[str]:
 
 
 def _evaluations(run: Path) -> dict[str, Any]:
-    import pandas as pd
-
-    from core.evaluate import summarize
+    from core.evaluate import load_predictions, stored_predictions, summarize
 
     out = {}
-    for path in sorted(run.glob("predictions-*.csv")):
-        name = path.stem[len("predictions-"):]
-        table = pd.read_csv(path)
+    for name in stored_predictions(run):  # an earlier model's (the run trained on since) would misreport this one
+        if (table := load_predictions(run, name)) is None:  # it trained on in between
+            continue
         summary = summarize(run, table, n_boot=1000)
         keep = ("n", "accuracy", "accuracy_ci95", "auc", "auc_ci95", "sensitivity", "sensitivity_ci95", "specificity",
                 "specificity_ci95", "f1", "f1_ci95", "kappa", "kappa_ci95", "brier", "ece", "threshold")

@@ -162,8 +162,9 @@ def save(run: Path, reference: Reference) -> None:
 
 def model_file(run: Path) -> Path | None:
     """The model file the check's reference describes (its mtime is stored with it)."""
-    run = measured_run(run)
-    return next((run / n for n in ("best.keras", "final.keras", "last.keras") if (run / n).exists()), None)
+    from core.runs import model_file as run_model_file
+
+    return run_model_file(measured_run(run))
 
 
 def _model_mtime(run: Path) -> float:

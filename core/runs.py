@@ -28,10 +28,16 @@ from core.paths import models_dir
 
 FINAL_STATES = ("completed", "stopped", "failed", "interrupted")
 HEARTBEAT_TIMEOUT_S = 120.0
+MODEL_FILES = ("best.keras", "final.keras", "last.keras")  # the order a run's model is looked up in
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def model_file(run: Path) -> Path | None:
+    """The model file a run predicts with: its best checkpoint, else its final or last model; None before its first epoch."""
+    return next((Path(run) / name for name in MODEL_FILES if (Path(run) / name).exists()), None)
 
 
 def create_run(config: dict[str, Any], runs_dir: Path | None = None) -> Path:

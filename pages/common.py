@@ -172,7 +172,7 @@ def run_labels(runs) -> Callable[[str], str]:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _predictor(run_path: str, mtime: float):
+def _predictor(run_path: str, mtime: int):
     from core.predict import from_run, release_compiled
 
     release_compiled()
@@ -181,11 +181,9 @@ def _predictor(run_path: str, mtime: float):
 
 def predictor_for(run_path: str):
     """The run's Predictor, loaded once per session and model file (a new best checkpoint reloads)."""
-    from pathlib import Path
+    from core.evaluate import models_mtime
 
-    files = [Path(run_path) / n for n in ("best.keras", "final.keras")] + sorted(Path(run_path).glob("fold-*/best.keras"))
-    mtime = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
-    return _predictor(run_path, mtime)
+    return _predictor(run_path, models_mtime(run_path))
 
 
 def novelty_for(run_path: str):

@@ -11,7 +11,16 @@ from core import charts, metrics
 from core.adapt import adapt_run, adaptation_summary
 from core.dataset import class_counts
 from core.errors import MedImageError
-from core.evaluate import choose_threshold, load_predictions, misclassified, predict_table, save_threshold, summarize
+from core.evaluate import (
+    choose_threshold,
+    load_predictions,
+    misclassified,
+    models_mtime,
+    predict_table,
+    predictions_path,
+    save_threshold,
+    summarize,
+)
 from core.external import external_name
 from core.glossary import GLOSSARY, help_text, term_for
 from core.gradcam import overlay
@@ -98,12 +107,17 @@ predictions = load_predictions(run, name)
 cols = st.columns([1, 4])
 if cols[0].button("Predict" if predictions is None else "Predict again", type="primary" if predictions is None else "secondary",
                   key="predict_go"):  # a key: the label changing must not remount what follows (the open tab)
-    (run / f"predictions-{name}.csv").unlink(missing_ok=True)
+    predictions_path(run, name).unlink(missing_ok=True)
     predictions = ensure_predictions(run, primary)
     if predictions is not None:
         st.rerun()  # drawn from the stored table, with the button now saying "Predict again"
 if predictions is None:
-    st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in the run folder.")
+    if predictions_path(run, name).exists():
+        st.info(f"The stored predictions of {primary} on the {target} came from an earlier model: the run trained on since. "
+                "Press Predict to score the present one (its metrics would otherwise be the old model's).")
+    else:
+        st.info(f"No predictions of {primary} on the {target} yet. Press Predict: the model runs once and the table is kept in "
+                "the run folder.")
     end_page()
 cols[1].caption(f"{len(predictions)} images · predictions stored in the run folder as predictions-{name}.csv")
 if "unusual" in predictions and (reference := novelty_for(str(run))) is not None:  # predicted with the check of unusual images
@@ -297,7 +311,7 @@ with tabs[6]:
     def cached_gap(run_path: str, stamp: tuple) -> object:
         return gap_table(Path(run_path))
 
-    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in run.glob("predictions-*.csv")))
+    stamp = (models_mtime(run), *sorted((p.name, p.stat().st_mtime) for p in run.glob("predictions-*.csv")))
     gap = cached_gap(str(run), stamp)
     if gap.empty or gap.iloc[0]["set"] != INTERNAL_LABEL or len(gap) < 2:
         st.info("The gap needs this run's test-split predictions and at least one external set's: predict the test split, then "

@@ -210,6 +210,33 @@ def test_report_carries_the_generalisation_gap_of_a_run_scored_elsewhere(trained
     assert "<th>specificity (95% CI)</th>" in html and "external-hospital-b: specificity" in html
 
 
+def test_predictions_of_an_earlier_model_stop_counting_once_the_run_trains_on(trained: Path, tmp_path: Path) -> None:
+    """Resuming or extending a run writes a new best checkpoint. The tables its earlier model predicted then describe another
+    model: Evaluate predicts again, the gap panel, the report and the model card leave them out, instead of giving the old
+    model's metrics as the run's."""
+    import shutil
+
+    from core.evaluate import load_predictions, load_run_model, predictions_path, stored_predictions
+    from core.generalisation import external_sets, gap_table
+    from core.model_card import model_card
+    from core.train import save_model_atomic
+
+    run = tmp_path / trained.name
+    shutil.copytree(trained, run)
+    test = open_dataset(DEMO).table.query("split == 'test'")
+    predict_table(run, test, "test")
+    shutil.copy(predictions_path(run, "test"), predictions_path(run, "external-hospital-b"))
+    assert stored_predictions(run) == ["external-hospital-b", "test"] and external_sets(run) == ["external-hospital-b"]
+    assert set(model_card(run, {})["evaluations"]) == {"external-hospital-b", "test"} and len(gap_table(run, n_boot=50)) == 2
+    save_model_atomic(load_run_model(run), run / "best.keras")  # what the job does at its next best epoch
+    assert (run / "best.keras").stat().st_mtime_ns > predictions_path(run, "test").stat().st_mtime_ns
+    assert load_predictions(run, "test") is None and load_predictions(run, "external-hospital-b") is None
+    assert stored_predictions(run) == [] and external_sets(run) == [] and gap_table(run, n_boot=50).empty
+    assert model_card(run, {})["evaluations"] == {}
+    predict_table(run, test, "test")  # predicted again: the present model's
+    assert load_predictions(run, "test") is not None and stored_predictions(run) == ["test"]
+
+
 def test_threshold_choice_refuses_without_validation_and_misclassified_follows_the_threshold() -> None:
     import pandas as pd
 

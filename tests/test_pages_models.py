@@ -81,6 +81,29 @@ def test_evaluate_predicts_tunes_and_saves_a_threshold(models_dir: Path) -> None
     assert not at.exception
 
 
+def test_evaluate_predicts_again_once_the_run_trained_on(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run resumed or extended after it was evaluated holds a new best model: its stored table is the old model's, so the
+    page says so and asks for a new prediction instead of showing the old metrics as the run's."""
+    import shutil
+
+    from core.evaluate import is_current, load_run_model
+    from core.train import save_model_atomic
+
+    source = next(p for p in models_dir.iterdir() if p.is_dir())
+    run = tmp_path / "runs" / source.name
+    shutil.copytree(source, run, ignore=shutil.ignore_patterns("predictions-*.csv"))  # as yet unevaluated, whatever ran before
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(run.parent))
+    at = _page("pages/evaluate.py")
+    _button(at, "Predict").click().run()
+    assert not at.exception and any(m.label == "Accuracy" for m in at.metric)
+    save_model_atomic(load_run_model(run), run / "best.keras")  # the job's next best epoch
+    at.run()
+    assert not at.exception and not at.metric
+    assert any("came from an earlier model: the run trained on since" in i.value for i in at.info)
+    _button(at, "Predict").click().run()
+    assert not at.exception and any(m.label == "Accuracy" for m in at.metric) and is_current(run, "test")
+
+
 def test_evaluate_external_folder_missing_is_a_message(tmp_path: Path) -> None:
     at = _page("pages/evaluate.py")
     at.radio(key="eval_target").set_value("external folder").run()
