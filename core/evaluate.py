@@ -140,10 +140,22 @@ def prior_weighted(probabilities: np.ndarray, weights: list[float] | None) -> np
 
 
 def save_threshold(run: Path, threshold: float, source: str) -> None:
-    """The binary decision threshold Evaluate chose; Predict and later evaluations use it."""
+    """The binary decision threshold Evaluate (or the job) chose; Predict and later evaluations use it. The model it was
+    chosen for is recorded, so a run that trains on afterwards says its threshold is an earlier model's."""
     if not 0.0 <= threshold <= 1.0:
         raise MedImageError(f"A threshold must be between 0 and 1; got {threshold}.")
-    write_status(run, threshold=float(threshold), threshold_source=source)
+    write_status(run, threshold=float(threshold), threshold_source=source, threshold_model_mtime=models_mtime(run))
+
+
+def threshold_source(run: Path, status: dict[str, Any] | None = None) -> str:
+    """Where the run's saved threshold came from, and when the run has trained on since it was chosen, that it was chosen
+    for an earlier model (the job re-tunes a recipe's own; one saved from Evaluate stays until saved again)."""
+    status = read_status(run) if status is None else status
+    source = str(status.get("threshold_source", "default 0.5"))
+    chosen_for = status.get("threshold_model_mtime")
+    if chosen_for is not None and int(chosen_for) < models_mtime(run):
+        source += ", chosen for an earlier model of this run: it trained on since, so choose it again on the validation split"
+    return source
 
 
 def tune_threshold(run: Path, val: pd.DataFrame) -> float:
@@ -155,7 +167,7 @@ def tune_threshold(run: Path, val: pd.DataFrame) -> float:
     if len(np.unique(y)) < 2:
         return float(read_status(run).get("threshold", 0.5))
     threshold = metrics.youden_threshold(y, predictions[f"p_{classes[1]}"].to_numpy(float))
-    write_status(run, threshold=threshold, threshold_source="Youden's J on the validation split")
+    save_threshold(run, threshold, "Youden's J on the validation split")
     return threshold
 
 

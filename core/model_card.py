@@ -139,6 +139,8 @@ def _unusual_rule(run: Path) -> dict[str, Any] | None:
 
 def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
     """The card's content as a dict (the JSON file)."""
+    from core.evaluate import threshold_source
+
     run = Path(run)
     config, status = read_json(run / "config.json"), read_status(run)
     model = config.get("model", {})
@@ -175,7 +177,7 @@ def model_card(run: Path, export: dict[str, Any]) -> dict[str, Any]:
         "output": "P(" + str((status.get("classes") or ["", "positive"])[-1]) + ")" if model.get("head", "binary") == "binary"
         else "one probability per class",
         "architecture": {"name": model.get("name"), "weights": model.get("weights"), "alpha": model.get("alpha")},
-        "threshold": status.get("threshold", 0.5), "threshold_source": status.get("threshold_source", "default 0.5"),
+        "threshold": status.get("threshold", 0.5), "threshold_source": threshold_source(run, status),
         "training": {"epochs": status.get("epoch"), "precision": status.get("precision"), "seed": config.get("seed"),
                      "procedure": training_procedure(config), "data": _training_data(run, config)},
         "evaluations": evaluations,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from core.dicom import modality_caution
 from core.errors import MedImageError
-from core.evaluate import load_run_models, prior_weighted
+from core.evaluate import load_run_models, prior_weighted, threshold_source
 from core.image_reader import read_image
 from core.novelty import Reference
 from core.novelty import caution as novelty_caution
@@ -102,7 +102,7 @@ def from_run(run: Path) -> Predictor:
         channels=int(model.get("channels", 1)),
         head=model.get("head", "binary"),
         threshold=float(status.get("threshold", 0.5)),
-        threshold_source=status.get("threshold_source", "default 0.5"),
+        threshold_source=threshold_source(run, status),
         tta=bool(config.get("tta", False)),
         name=run.name,
         prior_weights=status.get("prior_weights"),

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.io as pio
 
 from core import charts, metrics, novelty
+from core.evaluate import threshold_source
 from core.generalisation import external_sets, gap_display, gap_sentences, gap_table
 from core.model_card import training_procedure
 from core.runs import now_iso, read_json, read_metrics, read_status
@@ -26,6 +27,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "n/a" if not np.isfinite(value) else f"{value:.4f}"
     return html.escape(str(value))
+
+
+def _threshold_words(run: Path, status: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Where the report's threshold came from: the run's saved one, or the Evaluate page's slider moved off it."""
+    saved = float(status.get("threshold", 0.5))
+    if abs(float(summary.get("threshold", saved)) - saved) > 5e-4:  # the slider shows 3 decimals of the saved value
+        return "set on the Evaluate page for this report, not saved with the run"
+    return threshold_source(run, status)
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
@@ -101,7 +110,7 @@ def build_report(run: Path, name: str, predictions: pd.DataFrame, summary: dict[
         "Not for clinical use. This is a research and teaching tool; no result here is a diagnosis.",
         f"Class balance of the evaluated images: {balance}. Accuracy depends on it; sensitivity, specificity and AUC do not.",
         "External validation: " + validation,
-        f"Decision threshold {_fmt(summary.get('threshold', 'n/a'))} ({status.get('threshold_source', 'default 0.5')})."
+        f"Decision threshold {_fmt(summary.get('threshold', 'n/a'))} ({_threshold_words(run, status, summary)})."
         if summary.get("head") == "binary"
         else "",
     ]

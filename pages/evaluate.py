@@ -20,6 +20,7 @@ from core.evaluate import (
     predictions_path,
     save_threshold,
     summarize,
+    threshold_source,
 )
 from core.external import external_name
 from core.glossary import GLOSSARY, help_text, term_for
@@ -182,7 +183,7 @@ if head == "binary":
         st.success(f"Saved {threshold:.3f} with {primary}; the Predict page uses it.")
     if st.session_state.get("eval_message"):
         st.warning(st.session_state.pop("eval_message"))
-    st.caption(f"Saved with the run: {status.get('threshold', 0.5):.3f} ({status.get('threshold_source', 'default 0.5')}).")
+    st.caption(f"Saved with the run: {status.get('threshold', 0.5):.3f} ({threshold_source(run, status)}).")
     live = metrics.binary_metrics(y, p, threshold)
     for col, k in zip(st.columns(len(CARDS)), CARDS, strict=True):
         col.metric(card_label(k), "n/a" if not np.isfinite(live[k]) else f"{live[k]:.4f}", help=help_text(term_for(k)))

@@ -187,7 +187,8 @@ def test_report_states_threshold_limitations_and_metrics(trained: Path) -> None:
     assert "Generalisation gap" not in html  # scored on no other set
     assert "<h2>Dataset</h2>" in html and "<h2>Dataset</h2>" not in external  # no counts given: no empty heading
     tuned = build_report(trained, "test", predictions, summarize(trained, predictions, n_boot=10, threshold=0.8581209480762482))
-    assert "Decision threshold 0.8581 (" in tuned  # not the float's 16 digits
+    assert "Decision threshold 0.8581 (set on the Evaluate page for this report, not saved with the run)" in tuned  # 4 digits
+    assert "Decision threshold 0.5000 (default 0.5)" in html
 
 
 def test_report_carries_the_generalisation_gap_of_a_run_scored_elsewhere(trained: Path, tmp_path: Path) -> None:
@@ -216,9 +217,17 @@ def test_predictions_of_an_earlier_model_stop_counting_once_the_run_trains_on(tr
     model's metrics as the run's."""
     import shutil
 
-    from core.evaluate import load_predictions, load_run_model, predictions_path, stored_predictions
+    from core.evaluate import (
+        load_predictions,
+        load_run_model,
+        predictions_path,
+        save_threshold,
+        stored_predictions,
+        threshold_source,
+    )
     from core.generalisation import external_sets, gap_table
     from core.model_card import model_card
+    from core.predict import from_run
     from core.train import save_model_atomic
 
     run = tmp_path / trained.name
@@ -226,15 +235,23 @@ def test_predictions_of_an_earlier_model_stop_counting_once_the_run_trains_on(tr
     test = open_dataset(DEMO).table.query("split == 'test'")
     predict_table(run, test, "test")
     shutil.copy(predictions_path(run, "test"), predictions_path(run, "external-hospital-b"))
+    save_threshold(run, 0.42, "Youden's J on the validation split")
     assert stored_predictions(run) == ["external-hospital-b", "test"] and external_sets(run) == ["external-hospital-b"]
     assert set(model_card(run, {})["evaluations"]) == {"external-hospital-b", "test"} and len(gap_table(run, n_boot=50)) == 2
+    assert threshold_source(run) == "Youden's J on the validation split" == from_run(run).threshold_source
     save_model_atomic(load_run_model(run), run / "best.keras")  # what the job does at its next best epoch
     assert (run / "best.keras").stat().st_mtime_ns > predictions_path(run, "test").stat().st_mtime_ns
     assert load_predictions(run, "test") is None and load_predictions(run, "external-hospital-b") is None
     assert stored_predictions(run) == [] and external_sets(run) == [] and gap_table(run, n_boot=50).empty
-    assert model_card(run, {})["evaluations"] == {}
+    card = model_card(run, {})
+    assert card["evaluations"] == {}
+    stale = "Youden's J on the validation split, chosen for an earlier model of this run: it trained on since"
+    assert threshold_source(run).startswith(stale) and from_run(run).threshold_source.startswith(stale)
+    assert card["threshold_source"].startswith(stale)
     predict_table(run, test, "test")  # predicted again: the present model's
     assert load_predictions(run, "test") is not None and stored_predictions(run) == ["test"]
+    save_threshold(run, 0.42, "Youden's J on the validation split")  # chosen again, for this model
+    assert threshold_source(run) == "Youden's J on the validation split"
 
 
 def test_threshold_choice_refuses_without_validation_and_misclassified_follows_the_threshold() -> None:
