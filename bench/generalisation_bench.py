@@ -12,6 +12,7 @@ number of looks at external-dev is visible; the README lists them all.
                                          [--seeds 0 1] [--epochs N]
     python bench/generalisation_bench.py --runs RUN [RUN ...]    # score runs trained before, without training
     python bench/generalisation_bench.py --split-half RUN [RUN ...]    # adapt on one half of the site, score the other
+    python bench/generalisation_bench.py --borderline RUN [RUN ...]    # are Predict's borderline calls the wrong ones?
 
 Each run is adapted twice and scored both ways: with the parent's threshold (`adapt --keep-threshold`) and with the
 site threshold (the boundary between the two clusters of the adapted model's scores on the site's images, adapt's
@@ -223,6 +224,35 @@ def _split_half(run: Path, external) -> dict:
     return row
 
 
+def _borderline(run: Path, external) -> dict:
+    """Predict's borderline flag (core.similar_scores: the validation images scored nearest a call were not clearly more
+    often of its class) on the run's internal test split and on external-dev: how many calls it flags, and how often the
+    flagged and the other calls were right, at the run's saved threshold. Its k and its 50% rule were fixed before this
+    was first run; nothing here changes them."""
+    from core.evaluate import load_predictions, predict_table, split_rows
+    from core.external import external_name
+    from core.runs import read_status
+    from core.similar_scores import similar_scores, validation_table
+
+    classes, threshold = read_status(run)["classes"], float(read_status(run).get("threshold", 0.5))
+    val = validation_table(run)
+    if val is None:
+        val = predict_table(run, split_rows(run, "val"), "val")
+    row: dict = {"run": str(run), "threshold": round(threshold, 3), "val": len(val)}
+    for name, rows in (("test", lambda: split_rows(run, "test")), (external_name(str(EXTERNAL)), lambda: external)):
+        table = load_predictions(run, name)
+        table = predict_table(run, rows(), name) if table is None else table
+        p = table[f"p_{classes[1]}"].to_numpy(float)
+        called = np.where(p >= threshold, classes[1], classes[0])
+        right = called == table["label"].to_numpy()
+        flagged = np.array([similar_scores(val, classes, "binary", np.array([s]), c).borderline for s, c in zip(p, called, strict=True)])
+        row[name] = {"n": len(table), "borderline": int(flagged.sum()),
+                     "acc_borderline": float(right[flagged].mean()) if flagged.any() else None,
+                     "acc_other": float(right[~flagged].mean()), "errors_flagged": int((~right & flagged).sum()),
+                     "errors": int((~right).sum())}
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["xray"])
@@ -231,6 +261,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--split-half", nargs="+", default=None, metavar="RUN",
                         help="adapt these trained runs on each half of external-dev and score them on the other half")
+    parser.add_argument("--borderline", nargs="+", default=None, metavar="RUN",
+                        help="how often Predict's borderline calls of these runs were right, on their test split and external-dev")
     parser.add_argument("--runs", nargs="+", default=None, metavar="RUN",
                         help="score these trained runs (a variant's runs made before) instead of training new ones")
     args = parser.parse_args()
@@ -246,6 +278,10 @@ def main() -> None:
     if args.split_half:
         for run in map(Path, args.split_half):
             print(json.dumps(_split_half(run, external), default=float), flush=True)
+        return
+    if args.borderline:
+        for run in map(Path, args.borderline):
+            print(json.dumps(_borderline(run, external), default=float), flush=True)
         return
     rows = []
     for run in map(Path, args.runs or []):

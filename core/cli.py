@@ -141,8 +141,8 @@ def _runs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from core.dataset_store import open_source
-    from core.evaluate import predict_table, summarize
-    from core.runs import read_json, run_rows
+    from core.evaluate import predict_table, split_rows, summarize
+    from core.runs import read_json
 
     run = Path(args.run_dir)
     if not (run / "config.json").exists():
@@ -151,8 +151,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.data:  # an external source: every image in it
         table, name = open_source(args.data).table, "external"
     else:
-        table = run_rows(run, config, open_source(config["data"]).table)
-        table, name = (table if args.split == "all" else table[table["split"] == args.split]), args.split
+        table, name = split_rows(run, args.split), args.split
     predictions = predict_table(run, table, name, tta=args.tta or None)
     return {"run": str(run), "split": name, "tta": bool(args.tta or config.get("tta")), **summarize(run, predictions)}
 
@@ -180,9 +179,11 @@ def _write_cam(folder: str, file: str, pixels, heatmap) -> str:
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
     from core.gradcam import GradCam
     from core.predict import from_model, from_run, load_model_file
+    from core.similar_scores import similar_scores, validation_table
 
     target = Path(args.model)
     predictor = from_run(target) if target.is_dir() else from_model(load_model_file(target, target.name), name=target.name)
+    validation = validation_table(target) if target.is_dir() else None
     results = []
     explainer = None
     for file, pixels in _read_each(args.files, results):
@@ -190,6 +191,8 @@ def _predict(args: argparse.Namespace) -> dict[str, Any]:
         score = predictor.scores(batch)[0]
         label = predictor.label(score)
         row = {"file": file, "label": label, "probabilities": predictor.probabilities(score)}
+        if (alike := similar_scores(validation, predictor.classes, predictor.head, score, label)) is not None:
+            row["validation_alike"] = {"agree": alike.agree, "of": alike.k, "borderline": alike.borderline, "says": alike.sentence()}
         if args.cam:
             try:
                 explainer = explainer or GradCam(predictor.model)

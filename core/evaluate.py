@@ -21,7 +21,7 @@ from core.errors import MedImageError
 from core.file_cache import Progress
 from core.models import ModelConfig
 from core.pipeline import PipelineConfig, make_dataset
-from core.runs import model_file, read_json, read_status, write_status
+from core.runs import model_file, read_json, read_status, run_rows, write_status
 
 
 def load_run_model(run: Path) -> keras.Model:
@@ -70,6 +70,16 @@ def load_predictions(run: Path, name: str) -> pd.DataFrame | None:
     """A stored predictions table, or None when this run has not predicted `name` yet or trained on since it did (its
     metrics would be an earlier model's)."""
     return pd.read_csv(predictions_path(run, name)) if is_current(run, name) else None
+
+
+def split_rows(run: Path, split: str) -> pd.DataFrame:
+    """The images of one of the run's splits ("all" for every one) as the run split them (a recipe's patient-grouped split,
+    a fold's), from the data it was trained on."""
+    from core.dataset_store import open_source
+
+    config = read_json(Path(run) / "config.json")
+    table = run_rows(run, config, open_source(config["data"]).table)
+    return table if split == "all" else table[table["split"] == split]
 
 
 def predict_table(

@@ -26,6 +26,7 @@ from core.novelty import Reference
 from core.novelty import caution as novelty_caution
 from core.pipeline import PipelineConfig, prepare_pixels
 from core.runs import read_json, read_status
+from core.similar_scores import similar_scores
 
 MAX_MODEL_BYTES = 1 << 30
 
@@ -155,10 +156,11 @@ def from_model(model: keras.Model, classes: list[str] | None = None, name: str =
 
 
 def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], batch_size: int = 32, progress=None,
-                  novelty: Reference | None = None) -> pd.DataFrame:
+                  novelty: Reference | None = None, validation: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per file (name, label, probabilities, or the error that file gave, and a caution such as a DICOM that is
     not an X-ray), batched. With the run's novelty reference, each row also says whether the image is unusual for the
-    model (core.novelty), and the caution says so."""
+    model (core.novelty), and the caution says so. With its validation predictions, how many of the validation images
+    scored nearest each one were truly its call, and whether that makes the call borderline (core.similar_scores)."""
     rows: list[dict] = []
     batch: list[np.ndarray] = []
     names: list[tuple[str, str]] = []
@@ -175,8 +177,10 @@ def predict_files(predictor: Predictor, sources: list[tuple[str, bytes | str]], 
             if distance is not None:
                 extra = {"unusual": bool(novelty.unusual(distance))}
                 caution = " ".join(c for c in (caution, novelty_caution(novelty, distance)) if c)
-            rows.append({"file": name, "label": predictor.label(score), **predictor.probabilities(score), **extra,
-                         "caution": caution, "error": ""})
+            label = predictor.label(score)
+            if (alike := similar_scores(validation, predictor.classes, predictor.head, score, label)) is not None:
+                extra.update(validation_alike=alike.counted, borderline=alike.borderline)
+            rows.append({"file": name, "label": label, **predictor.probabilities(score), **extra, "caution": caution, "error": ""})
         batch.clear()
         names.clear()
 

@@ -308,9 +308,7 @@ def run_rows(run: Path, config: dict[str, Any], table: pd.DataFrame) -> pd.DataF
 def has_model(run: Path) -> bool:
     """Whether the run has a model to predict with (its own, or every fold's for a K-fold run)."""
     run = Path(run)
-    if any((run / n).exists() for n in ("best.keras", "final.keras", "last.keras")):
-        return True
-    return any((f / "best.keras").exists() for f in run.glob("fold-*"))
+    return model_file(run) is not None or any((f / "best.keras").exists() for f in run.glob("fold-*"))
 
 
 def can_predict(run: Path) -> bool:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from core import jobs
-from core.dataset import DEMO, open_dataset
-from core.runs import create_run, read_json, read_status, run_rows
+from core.dataset import DEMO
+from core.runs import create_run, read_status
 from core.train import TrainConfig, make_config
 
 TOUR_EPOCHS = 12
@@ -36,12 +36,6 @@ def start_tour(runs_dir: Path | None = None) -> Path:
     return run
 
 
-def _test_rows(run: Path):
-    config = read_json(run / "config.json")
-    table = run_rows(run, config, open_dataset(config["data"]).table)
-    return table[table["split"] == "test"]
-
-
 @dataclass(frozen=True)
 class TourEvaluation:
     summary: dict[str, Any]  # evaluate.binary_summary at the run's threshold
@@ -54,13 +48,13 @@ class TourEvaluation:
 
 def tour_evaluation(run: Path) -> TourEvaluation:
     """Predict the test split once (stored as predictions-test.csv, as the Evaluate page would) and summarise it."""
-    from core.evaluate import binary_summary, load_predictions, predict_table
+    from core.evaluate import binary_summary, load_predictions, predict_table, split_rows
 
     status = read_status(run)
     classes = list(status["classes"])
     predictions = load_predictions(run, "test")
     if predictions is None:
-        predictions = predict_table(run, _test_rows(run), "test")
+        predictions = predict_table(run, split_rows(run, "test"), "test")
     threshold = float(status.get("threshold", 0.5))
     y = (predictions["label"] == classes[1]).to_numpy(int)
     p = predictions[f"p_{classes[1]}"].to_numpy(float)

@@ -203,6 +203,27 @@ def _novelty(run_path: str, mtimes: tuple[float, ...]):
     return load(Path(run_path))
 
 
+def validation_for(run_path: str | None):
+    """The run's validation predictions for Predict's comparison with images scored alike (core.similar_scores), read once
+    per stored table and model; None for an upload, a run whose validation images cannot stand for its calls, or one whose
+    validation split was not predicted (by its present model)."""
+    if not run_path:
+        return None
+    from core.evaluate import models_mtime, predictions_path
+
+    table = predictions_path(run_path, "val")
+    return _validation(run_path, table.stat().st_mtime_ns if table.exists() else 0, models_mtime(run_path))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _validation(run_path: str, table_mtime: int, model_mtime: int):
+    from pathlib import Path
+
+    from core.similar_scores import validation_table
+
+    return validation_table(Path(run_path))
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _explainer(key: str, _model, layer: str | None, method: str):
     from core.gradcam import METHODS

@@ -11,6 +11,7 @@ import streamlit as st
 from core import imagenet, segmentation
 from core.dicom import modality_caution
 from core.errors import MedImageError
+from core.evaluate import predict_table, split_rows
 from core.glossary import help_text
 from core.gradcam import COLORMAPS, METHODS, colorize, overlay, spatial_layers
 from core.image_reader import encode_png, read_header, read_image
@@ -18,8 +19,9 @@ from core.novelty import caution as novelty_caution
 from core.novelty import measure_if_possible, site_summary
 from core.predict import from_model, load_model_file, predict_files, release_compiled
 from core.runs import list_runs
+from core.similar_scores import similar_scores, unavailable
 from core.window import PRESETS, apply_window, robust_window
-from pages.common import explainer_for, novelty_for, predictor_for, run_labels, runs_with_models
+from pages.common import explainer_for, novelty_for, predictor_for, run_labels, runs_with_models, validation_for
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm", "dicom"]
 
@@ -83,9 +85,10 @@ def windowed(image, prefix: str) -> np.ndarray:
     return apply_window(image.values, center, width, bool(window.get("inverted")))[..., None]
 
 
-def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dict, reference=None) -> None:
+def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dict, reference=None, validation=None) -> None:
     """Probabilities, the label at the run's threshold, and the Grad-CAM, from one forward/backward pass; with the run's
-    reference of usual images, whether this one is unusual for the model."""
+    reference of usual images, whether this one is unusual for the model; with its validation predictions, how the
+    validation images it scored alike turned out."""
     batch = predictor.prepare(pixels)[None]
     try:
         layers = spatial_layers(predictor.model)
@@ -108,6 +111,11 @@ def show_prediction(predictor, pixels: np.ndarray, prefix: str, cam_options: dic
         st.caption(f"P({predictor.classes[1]}) = {score[0]:.3f}; threshold {predictor.threshold:.3f} ({predictor.threshold_source}).")
     else:
         st.markdown(f"### {label}")
+    if (alike := similar_scores(validation, predictor.classes, predictor.head, score, label)) is not None:
+        if alike.borderline:  # as plainly as an unusual image: the label alone reads as sure as any other
+            st.warning(alike.sentence())
+        else:
+            st.caption(alike.sentence(), help=help_text("borderline call"))
     if reference is not None:
         words = novelty_caution(reference, float(reference.measure(predictor.model, batch)[0]))
         if words:
@@ -153,13 +161,36 @@ def measure_usual(run_path: str) -> None:
             st.rerun()
 
 
+def predict_validation(run_path: str) -> None:
+    """For a run whose validation split its present model never predicted: a button that predicts it once, so each call
+    can be set beside the validation images scored like it."""
+    st.caption("This run's validation split has not been predicted by its present model, so a call cannot be compared with "
+               "the validation images it scored alike.")
+    if st.button("Predict the validation split", key="pred_validation",
+                 help="Runs the model once over the run's validation images; the table is kept in the run folder (Evaluate "
+                      "uses it too)."):
+        bar = st.progress(0.0, text="Predicting the validation split...")
+        try:
+            predict_table(Path(run_path), split_rows(Path(run_path), "val"), "val",
+                          progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Predicting the validation split... {d}/{t}"))
+        except MedImageError as exc:
+            st.error(f"The validation split could not be predicted: {exc}")
+            return
+        finally:
+            bar.empty()
+        st.rerun()
+
+
 with classify:
     runs = runs_with_models(list_runs())
     predictor, run_path = choose_predictor("pred", runs)
     reference = novelty_for(run_path) if run_path else None
+    validation = validation_for(run_path)
     uploads = st.file_uploader("X-ray images or DICOM files", type=IMAGE_TYPES, accept_multiple_files=True, key="pred_files")
     if run_path and reference is None:
         measure_usual(run_path)
+    if run_path and predictor is not None and validation is None and not unavailable(Path(run_path)):
+        predict_validation(run_path)
     if predictor is not None and uploads:
         names = [u.name for u in uploads]
         chosen = st.selectbox("Image", names, key="pred_image") if len(uploads) > 1 else names[0]
@@ -205,7 +236,7 @@ with classify:
                     with st.expander("DICOM facts (no patient-identifying fields)"):
                         st.json({k: v for k, v in image.meta.items() if k not in ("window",)})
             with right:
-                show_prediction(predictor, pixels, "pred_main", cam_options, reference)
+                show_prediction(predictor, pixels, "pred_main", cam_options, reference, validation)
             if st.toggle("Compare with a second model", key="pred_compare"):
                 cols = st.columns(2)
                 with cols[1]:
@@ -217,6 +248,7 @@ with classify:
                             "pred_second",
                             {**cam_options, "class_index": min(cam_options["class_index"], len(second.classes) - 1)},
                             novelty_for(second_path) if second_path else None,
+                            validation_for(second_path),
                         )
                 with cols[0]:
                     st.caption("Same image, same Grad-CAM settings; the left model is the one chosen above.")
@@ -225,7 +257,7 @@ with classify:
             bar = st.progress(0.0, text="Classifying...")
             table = predict_files(
                 predictor, [(u.name, u.getvalue()) for u in uploads], progress=lambda d, t: bar.progress(d / t, text=f"Classifying... {d}/{t}"),
-                novelty=reference,
+                novelty=reference, validation=validation,
             )
             bar.empty()
             st.dataframe(table, hide_index=True, width="stretch")
@@ -245,6 +277,7 @@ with classify:
                 [(str(p.relative_to(root)), str(p)) for p in files],
                 progress=lambda d, t: bar.progress(d / t, text=f"Classifying... {d}/{t}"),
                 novelty=reference,
+                validation=validation,
             )
             bar.empty()
             if reference is not None and "unusual" in table:

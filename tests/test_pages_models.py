@@ -153,6 +153,39 @@ def test_predict_page_classifies_png_and_dicom_with_gradcam() -> None:
     assert len(at.dataframe) >= 1  # the batch table of all three uploads (the bad one with its error)
 
 
+def test_predict_sets_each_call_beside_the_validation_images_scored_alike(models_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose validation split was never predicted offers to predict it; then each call says how many of the validation
+    images scored nearest it were truly that class (a warning when that makes it borderline), and the batch table too."""
+    import shutil
+
+    from core.dataset import DEMO, open_dataset
+    from core.evaluate import load_predictions
+    from core.image_reader import read_image
+    from core.predict import from_run
+    from core.similar_scores import similar_scores
+
+    source = next(p for p in models_dir.iterdir() if p.is_dir())
+    run = tmp_path / "runs" / source.name
+    shutil.copytree(source, run, ignore=shutil.ignore_patterns("predictions-*.csv"))
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(run.parent))
+    xray = open_dataset(DEMO).table.query("split == 'test'")["path"].iloc[0]
+    at = _page("pages/predict.py")
+    at.file_uploader(key="pred_files").set_value([("xray.png", Path(xray).read_bytes(), "image/png"), ("flat.png", _png(), "image/png")]).run()
+    assert not at.exception and not any("validation images scored nearest" in c.value for c in [*at.caption, *at.warning])
+    _button(at, "Predict the validation split").click().run()
+    assert not at.exception and not at.error and (run / "predictions-val.csv").exists()
+    assert not any(b.label == "Predict the validation split" for b in at.button)
+    predictor = from_run(run)
+    score = predictor.scores(predictor.prepare(read_image(xray).pixels)[None])[0]
+    alike = similar_scores(load_predictions(run, "val"), predictor.classes, "binary", score, predictor.label(score))
+    shown = [e.value for e in (at.warning if alike.borderline else at.caption)]
+    assert alike.sentence() in shown, (alike.sentence(), shown)  # what core says of the image, the page says
+    table = at.dataframe[0].value
+    assert table.loc[table["file"] == "xray.png", "validation_alike"].item() == alike.counted
+    assert table["borderline"].notna().all()
+
+
 def test_predict_page_picks_a_frame_of_a_multi_frame_dicom() -> None:
     """A multi-frame file (pydicom's 2-frame RLE secondary capture) opens on its middle frame with a frame slider; the
     chosen frame is the one classified."""

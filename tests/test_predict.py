@@ -179,13 +179,18 @@ def test_cam_on_a_transfer_model_uses_the_backbone_output() -> None:
 def test_predict_cli_json_with_cam(run: Path, tmp_path: Path) -> None:
     import json
     import os
+    import shutil
     import subprocess
     import sys
+
+    from core.evaluate import predict_table, split_rows
 
     png = tmp_path / "x.png"
     Image.fromarray(np.full((40, 40), 100, np.uint8)).save(png)
     (tmp_path / "bad.png").write_text("text")
     root = Path(__file__).resolve().parents[1]
+    run = Path(shutil.copytree(run, tmp_path / run.name))
+    predict_table(run, split_rows(run, "val"), "val")  # what each call is set beside (core.similar_scores)
     command = [sys.executable, "-m", "core", "predict", str(run), str(png), str(tmp_path / "bad.png"), get_testdata_file("CT_small.dcm"),
                "--cam", str(tmp_path / "cams"), "--json"]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
@@ -195,6 +200,8 @@ def test_predict_cli_json_with_cam(run: Path, tmp_path: Path) -> None:
     good, bad, ct = out["results"]
     assert good["label"] in out["classes"] and abs(sum(good["probabilities"].values()) - 1) < 1e-6
     assert "error" in bad and ct["label"] in out["classes"]
+    alike = good["validation_alike"]
+    assert alike["of"] == 10 and 0 <= alike["agree"] <= 10 and alike["says"].startswith("Of the 10 validation images scored nearest")
     assert Path(good["cam"]).exists() and Image.open(good["cam"]).size == (40, 40)
 
 
