@@ -76,9 +76,8 @@ GLOSSARY: dict[str, str] = {
                 "looked, not where the disease is.",
     "unusual image": "An image further from the ones the model learned from, in what it sees, than 99 of 100 of its own "
                      "validation images (another scanner, body part or modality): its answer may not hold there.",
-    "borderline call": "The run's validation images that the model scored most like this one were not clearly more often of "
-                       "the called class than not (their 95% interval reaches 50%). They are the training source's images: "
-                       "on X-rays from another hospital most of the model's mistakes were confident calls, not borderline ones.",
+    "borderline call": "The validation images scored most like this one were not clearly more often of the called class "
+                       "than not (95% interval reaches 50%). At another hospital, mistakes were mostly confident calls.",
 }
 
 
