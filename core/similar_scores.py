@@ -1,9 +1,9 @@
 """How the run's validation images that scored like a new image turned out: Predict's answer to "how sure is this call?".
 
-A probability of 0.51 and one of 0.99 print the same label. The validation images whose scores rank nearest the new
+A probability of 0.51 and one of 0.99 print the same label. The validation images whose scores lie nearest the new
 image's, with their true labels, say how often a call made at such a score was right on images the model did not train on.
 They come from the training source, at its class mix: at another hospital the same score can be right less often, and
-there the errors can be confident (README: "Borderline calls").
+there the errors can be confident (README, Predict: measured on external-dev).
 """
 
 from __future__ import annotations
