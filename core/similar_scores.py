@@ -3,7 +3,7 @@
 A probability of 0.51 and one of 0.99 print the same label. The validation images whose scores lie nearest the new
 image's, with their true labels, say how often a call made at such a score was right on images the model did not train on.
 They come from the training source, at its class mix: at another hospital the same score can be right less often, and
-there the errors can be confident (README, Predict: measured on external-dev).
+there the errors can be confident (README, Predict: measured on another hospital's X-rays).
 """
 
 from __future__ import annotations
