@@ -102,12 +102,19 @@ def from_run(run: Path) -> Predictor:
         image_size=int(model.get("image_size", 128)),
         channels=int(model.get("channels", 1)),
         head=model.get("head", "binary"),
-        threshold=float(status.get("threshold", 0.5)),
-        threshold_source=threshold_source(run, status),
         tta=bool(config.get("tta", False)),
         name=run.name,
-        prior_weights=status.get("prior_weights"),
+        **saved_decisions(run, status),
     )
+
+
+def saved_decisions(run: Path, status: dict | None = None) -> dict:
+    """What decides a run's calls beside its model, from its status: the threshold (and where it came from) and an adapted
+    multi-class run's class weights. Evaluate can change them without touching the model file, so a Predictor kept per
+    model file (the dashboard's) takes them afresh: `dataclasses.replace(predictor, **saved_decisions(run))`."""
+    status = read_status(run) if status is None else status
+    return {"threshold": float(status.get("threshold", 0.5)), "threshold_source": threshold_source(run, status),
+            "prior_weights": status.get("prior_weights")}
 
 
 def load_model_file(data: bytes | Path, name: str = "model.keras") -> keras.Model:

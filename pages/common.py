@@ -180,10 +180,13 @@ def _predictor(run_path: str, mtime: int):
 
 
 def predictor_for(run_path: str):
-    """The run's Predictor, loaded once per session and model file (a new best checkpoint reloads)."""
-    from core.evaluate import models_mtime
+    """The run's Predictor, loaded once per model file (a new best checkpoint reloads), with the threshold saved now."""
+    from dataclasses import replace
 
-    return _predictor(run_path, models_mtime(run_path))
+    from core.evaluate import models_mtime
+    from core.predict import saved_decisions
+
+    return replace(_predictor(run_path, models_mtime(run_path)), **saved_decisions(run_path))
 
 
 def novelty_for(run_path: str):

@@ -192,6 +192,26 @@ def test_predict_sets_each_call_beside_the_validation_images_scored_alike(models
     assert table["borderline"].notna().all()
 
 
+def test_predict_uses_a_threshold_saved_after_the_model_was_loaded(models_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loaded model is kept per model file; a threshold saved on Evaluate afterwards (same file) must still decide."""
+    import shutil
+
+    from core.evaluate import save_threshold
+
+    source = next(p for p in models_dir.iterdir() if p.is_dir())
+    run = tmp_path / "runs" / source.name
+    shutil.copytree(source, run)
+    monkeypatch.setenv("MEDIMAGE_MODELS_DIR", str(run.parent))
+    at = _page("pages/predict.py")
+    at.file_uploader(key="pred_files").set_value([("flat.png", _png(), "image/png")]).run()
+    before = float(read_status(run).get("threshold", 0.5))
+    assert any(f"threshold {before:.3f} (" in c.value for c in at.caption)
+    save_threshold(run, 0.987, "set on Evaluate")
+    at.run()
+    assert not at.exception and any("threshold 0.987 (set on Evaluate)" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 def test_predict_page_picks_a_frame_of_a_multi_frame_dicom() -> None:
     """A multi-frame file (pydicom's 2-frame RLE secondary capture) opens on its middle frame with a frame slider; the
     chosen frame is the one classified."""
